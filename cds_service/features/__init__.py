@@ -1,0 +1,15 @@
+"""Case features: pure functions (record, context) -> FeatureValue, each citing its source."""
+
+from cds_service.features._policy import SitePolicy
+from cds_service.features._registry import (
+    Evidence,
+    FeatureContext,
+    FeatureFn,
+    FeatureRegistry,
+    FeatureValue,
+    feature,
+)
+
+__all__ = sorted(
+    ["Evidence", "FeatureContext", "FeatureFn", "FeatureRegistry", "FeatureValue", "SitePolicy", "feature"]
+)

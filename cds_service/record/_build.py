@@ -1,0 +1,156 @@
+"""Build a PatientRecord from a CDS Hooks request, reading what real clients send.
+
+Real clients differ (shared/reference/cds-hooks.md §1.3, §3): a prefetch key may be absent,
+``null`` (no data), a resource, a searchset Bundle or an OperationOutcome; ``draftOrders``
+may lack ``Bundle.type``; MedicationRequests may lack ``intent``; the reference sandbox's
+default server is DSTU2 and sends ``MedicationOrder``. None of that may crash us or pass
+silently: what we could not read becomes a DataNote that reaches the card.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cds_service.record._model import DataNote, PatientRecord, Resource, reference_of
+
+
+def build_record(
+    request: Mapping[str, Any],
+    expected_prefetch: Iterable[str] = (),
+) -> PatientRecord:
+    """Read ``context`` and ``prefetch`` of a (validated) hook request into a record.
+
+    ``expected_prefetch`` names the prefetch keys the service asked for in discovery;
+    each one that is absent is noted as missing (the caller fetches from ``fhirServer``
+    first and puts what it got into ``prefetch``).
+    """
+    context = request.get("context") or {}
+    prefetch = request.get("prefetch") or {}
+    hook = request.get("hook")
+    notes: list[DataNote] = []
+    by_key: dict[tuple[str, str], Resource] = {}
+
+    for key in expected_prefetch:
+        if key not in prefetch:
+            notes.append(DataNote("missing", key, f"prefetch '{key}' was not provided"))
+    for key, value in prefetch.items():
+        for res in _resources_in(value, key, notes):
+            res = normalise(res, notes)
+            by_key[(res.get("resourceType", ""), str(res.get("id", "")))] = res
+
+    draft_orders = tuple(
+        normalise(r, notes) for r in _resources_in(context.get("draftOrders"), "draftOrders", notes)
+    )
+    draft_refs = {reference_of(o) for o in draft_orders}
+
+    patient_id = context.get("patientId")
+    patient = by_key.pop(("Patient", str(patient_id)), None)
+    if patient is None:
+        # A Patient prefetched under an unexpected id is still the patient if alone.
+        patients = [k for k in by_key if k[0] == "Patient"]
+        if len(patients) == 1 and not patient_id:
+            patient = by_key.pop(patients[0])
+
+    resources: dict[str, list[Resource]] = {}
+    for (rtype, _), res in by_key.items():
+        if rtype == "Patient" or f"{rtype}/{res.get('id', '')}" in draft_refs:
+            continue
+        resources.setdefault(rtype, []).append(res)
+
+    if hook == "order-select":
+        selections = tuple(str(s) for s in context.get("selections") or ())
+    else:
+        selections = tuple(reference_of(o) for o in draft_orders)
+
+    return PatientRecord(
+        patient=patient,
+        resources={k: tuple(v) for k, v in resources.items()},
+        draft_orders=draft_orders,
+        selections=selections,
+        notes=tuple(notes),
+    )
+
+
+def _resources_in(value: Any, key: str, notes: list[DataNote]) -> Iterable[Resource]:
+    """Yield the resources held by a prefetch value or the draftOrders Bundle."""
+    if value is None:
+        return
+    if isinstance(value, list):  # tolerated: a bare list of resources
+        for item in value:
+            yield from _resources_in(item, key, notes)
+        return
+    if not isinstance(value, Mapping) or not isinstance(value.get("resourceType"), str):
+        notes.append(DataNote("unreadable", key, f"'{key}' is not a FHIR resource or Bundle"))
+        return
+    rtype = value["resourceType"]
+    if rtype == "OperationOutcome":
+        notes.append(DataNote("error", key, f"'{key}' returned an error: {_outcome_text(value)}"))
+        return
+    if rtype == "Bundle":
+        for entry in value.get("entry") or ():
+            res = entry.get("resource") if isinstance(entry, Mapping) else None
+            if res is None:
+                continue
+            yield from _resources_in(res, key, notes)
+        return
+    yield dict(value)
+
+
+def _outcome_text(outcome: Mapping[str, Any]) -> str:
+    issues = outcome.get("issue") or []
+    texts = [
+        i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code", "")
+        for i in issues
+        if isinstance(i, Mapping)
+    ]
+    return "; ".join(t for t in texts if t) or "no detail given"
+
+
+def normalise(resource: Resource, notes: list[DataNote]) -> Resource:
+    """Map the few older shapes we accept onto their R4 equivalents.
+
+    DSTU2 ``MedicationOrder`` (what the CDS Hooks sandbox sends from its default DSTU2
+    server) is read as an R4 ``MedicationRequest``: same medication, status, patient,
+    dose and route; elements without an R4 counterpart are dropped, and a note says so.
+    """
+    if resource.get("resourceType") != "MedicationOrder":
+        return resource
+    notes.append(
+        DataNote(
+            "unsupported",
+            f"MedicationOrder/{resource.get('id', '')}",
+            "DSTU2 MedicationOrder read as an R4 MedicationRequest (medication, status, "
+            "patient, dose, route); other DSTU2 elements are ignored",
+        )
+    )
+    out: Resource = {
+        "resourceType": "MedicationRequest",
+        "id": resource.get("id", ""),
+        "status": resource.get("status", "draft"),
+        "intent": "order",
+        "meta": {"tag": [{"code": "dstu2-medicationorder", "display": "read from DSTU2 MedicationOrder"}]},
+    }
+    for src, dst in (
+        ("medicationCodeableConcept", "medicationCodeableConcept"),
+        ("medicationReference", "medicationReference"),
+        ("patient", "subject"),
+        ("dateWritten", "authoredOn"),
+        ("prescriber", "requester"),
+        ("encounter", "encounter"),
+        ("note", "note"),
+    ):
+        if src in resource:
+            out[dst] = resource[src] if src != "note" else [{"text": str(resource[src])}]
+    dosages = []
+    for d in resource.get("dosageInstruction") or ():
+        dose: Resource = {k: d[k] for k in ("text", "timing", "route", "method", "site") if k in d}
+        rate = {k: d[k] for k in ("doseQuantity", "doseRange") if k in d}
+        if rate:
+            dose["doseAndRate"] = [rate]
+        dosages.append(dose)
+    if dosages:
+        out["dosageInstruction"] = dosages
+    if "contained" in resource:
+        out["contained"] = resource["contained"]
+    return out
