@@ -1,5 +1,6 @@
 """Case features: pure functions (record, context) -> FeatureValue, each citing its source."""
 
+from cds_service.features._clinical import default_registry
 from cds_service.features._policy import SitePolicy
 from cds_service.features._registry import (
     Evidence,
@@ -11,5 +12,14 @@ from cds_service.features._registry import (
 )
 
 __all__ = sorted(
-    ["Evidence", "FeatureContext", "FeatureFn", "FeatureRegistry", "FeatureValue", "SitePolicy", "feature"]
+    [
+        "Evidence",
+        "FeatureContext",
+        "FeatureFn",
+        "FeatureRegistry",
+        "FeatureValue",
+        "SitePolicy",
+        "default_registry",
+        "feature",
+    ]
 )

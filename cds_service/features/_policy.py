@@ -29,6 +29,12 @@ class SitePolicy:
         "How long after the last inotuzumab dose a drafted systemic azole still warns: "
         "VOD occurred up to 56 days after the last dose (US label, clinical.md §1.2).",
     )
+    recent_administration_days: int = _policy(
+        7,
+        "A medication administered within this many days counts as active (systemic azole "
+        "and other-SACT checks) even when no active order is recorded. No source sets it "
+        "(issue 3: 'MedicationAdministration within the window'); longer flags more.",
+    )
     bsa_dose_tolerance_percent: float = _policy(
         5.0,
         "Largest accepted difference between the ordered inotuzumab dose and BSA x mg/m2 "

@@ -1,0 +1,36 @@
+"""The floor: a bare FastAPI app that only reads and parses the hook body and answers
+``{"cards": []}``, served by the same uvicorn with the same options as the service.
+
+Its latency is what the web framework and the JSON parser cost for the same request; the
+service's latency divided by it is the figure the benchmark tracks (issue 6), since
+absolute times vary by machine. It parses the body the way the service does (the whole
+body read, then ``orjson.loads``) so the only difference left is the service's own work.
+"""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+_EMPTY = orjson.dumps({"cards": []})
+
+
+def create_floor_app() -> FastAPI:
+    """uvicorn factory: ``uvicorn bench.floor_app:create_floor_app --factory``."""
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    async def hook(request: Request) -> Response:
+        body = await request.body()
+        parsed = orjson.loads(body)
+        if not isinstance(parsed, dict):  # the service's first check of the envelope
+            return Response(status_code=400)
+        return Response(_EMPTY, media_type="application/json")
+
+    async def ready(request: Request) -> Response:
+        return Response(b'{"status":"ready"}', media_type="application/json")
+
+    app.add_api_route("/cds-services/{service_id}", hook, methods=["POST"])
+    app.add_api_route("/readyz", ready, methods=["GET"])
+    return app

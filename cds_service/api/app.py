@@ -1,0 +1,292 @@
+"""The application factory: settings + engine + audit store -> an ASGI app.
+
+``create_app`` takes its collaborators as arguments so tests inject a fake engine, an
+in-memory store and an httpx transport (STYLE.md §12); left out, they come from the
+settings: the bundled knowledge through ``cds_service.engine.Engine`` and an
+``AuditStore`` at ``database_url``. Everything per-app (metrics registry, JWT replay
+cache, JWKS cache, httpx client) lives on ``app.state.cds``; nothing is module-global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cds_service import __version__
+from cds_service.api import logging as cds_logging
+from cds_service.api.cors import cors
+from cds_service.api.discovery import discovery, hooks_of, render_services
+from cds_service.api.errors import (
+    JSON,
+    PayloadTooLarge,
+    PrefetchMissing,
+    UnknownService,
+    issue,
+    outcome,
+    outcome_response,
+    unauthorized,
+)
+from cds_service.api.feedback import feedback
+from cds_service.api.health import healthz, readyz
+from cds_service.api.hooks import call_service
+from cds_service.api.metrics import Metrics, metrics_endpoint
+from cds_service.api.security import Authenticator, AuthError, check_startup, endpoint_urls
+from cds_service.errors import MalformedRequest, PrefetchUnavailable
+from cds_service.settings import Settings, SettingsError, load_settings, mask_url
+from cds_service.store import AuditStore, InvocationRecord
+
+log = logging.getLogger(__name__)
+_REQUEST_ID = re.compile(r"^[\w.-]{1,64}$")
+
+
+class ServiceState:
+    """What the endpoints share: settings, engine, store, metrics, auth, HTTP client."""
+
+    hooks_of = staticmethod(hooks_of)
+
+    def __init__(
+        self, settings: Settings, engine: Any, store: AuditStore, transport: httpx.AsyncBaseTransport | None
+    ) -> None:
+        self.settings, self.engine, self.store, self.transport = settings, engine, store, transport
+        self.metrics = Metrics()
+        self.auth = Authenticator(settings, self.http)
+        self.services: dict[str, list[Any]] = {}
+        for definition in engine.services:
+            self.services.setdefault(definition.id, []).append(definition)
+        self.discovery_document = render_services(engine.services)
+        kb = getattr(engine, "kb", None)
+        self.knowledge_version: str | None = getattr(kb, "version", None)
+        policy = getattr(engine, "policy", None) or settings.policy
+        self.policy_json = policy.as_json() if hasattr(policy, "as_json") else {}
+        params = inspect.signature(engine.evaluate).parameters
+        self.evaluate_takes_hook = "hook" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        self._http: httpx.AsyncClient | None = None
+        self._http_loop: asyncio.AbstractEventLoop | None = None
+
+    def http(self) -> httpx.AsyncClient:
+        """The outbound client (fhirServer fallback, JWKS), one per event loop."""
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._http_loop is not loop:
+            self._http = httpx.AsyncClient(
+                transport=self.transport, follow_redirects=False, timeout=self.settings.fetch_timeout_seconds
+            )
+            self._http_loop = loop
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    def lookup(self, service_id: str) -> list[Any]:
+        found = self.services.get(service_id)
+        if not found:
+            raise UnknownService(f"no CDS service '{service_id}'; GET /cds-services lists them", field="id")
+        return found
+
+    async def authenticate(self, request: Request, path: str, *, parent_too: bool = False) -> dict[str, Any]:
+        """Verify the bearer JWT with ``aud`` = this endpoint's URL (``parent_too``: or
+        the URL one path segment up, which feedback tolerates)."""
+        audiences = endpoint_urls(str(request.url), self.settings.public_base_url, path)
+        if parent_too:
+            audiences += endpoint_urls(audiences[0].rsplit("/", 1)[0], "", "")
+        return await self.auth.verify(request.headers.get("authorization"), audiences)
+
+    async def write_audit(self, record: InvocationRecord) -> None:
+        """Store an invocation; a failure is logged and counted, never raised."""
+        try:
+            await run_in_threadpool(self.store.record_invocation, record)
+        except Exception as exc:  # noqa: BLE001 - the audit must never fail a hook call
+            self.metrics.errors.labels("audit").inc()
+            log.error("audit write failed (%s); the hook response was not affected", type(exc).__name__)
+
+
+def _default_engine(settings: Settings) -> Any:
+    from cds_service.engine import Engine
+    from cds_service.knowledge import load_knowledge
+
+    return Engine(load_knowledge(settings.knowledge_dirs), policy=settings.policy)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Any | None = None,
+    store: AuditStore | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the service. Raises SettingsError / KnowledgeError if it must not start."""
+    settings = settings or load_settings()
+    check_startup(settings)
+    cds_logging.quiet_http_clients()
+    if engine is None:
+        engine = _default_engine(settings)
+    if store is None:
+        settings.ensure_data_dir()
+        try:
+            store = AuditStore(settings.database_url)
+        except (SQLAlchemyError, ImportError) as exc:  # bad URL or missing driver
+            raise SettingsError(
+                f"cannot use database_url {mask_url(settings.database_url)}: "
+                f"{type(exc).__name__}: {mask_url(str(exc))}",
+                field="database_url",
+            ) from None
+    state = ServiceState(settings, engine, store, transport)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await state.aclose()
+
+    app = FastAPI(
+        title="sact-cds",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    app.state.cds = state
+    app.add_api_route("/cds-services", discovery, methods=["GET"])
+    app.add_api_route("/cds-services/{service_id}", call_service, methods=["POST"])
+    app.add_api_route("/cds-services/{service_id}/feedback", feedback, methods=["POST"])
+    app.add_api_route("/healthz", healthz, methods=["GET"])
+    app.add_api_route("/readyz", readyz, methods=["GET"])
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
+    _install_handlers(app, state)
+    app.add_middleware(_RequestContext, state=state)
+    app.add_middleware(_Cors, origins=settings.cors_origins)
+    return app
+
+
+def _Cors(app: ASGIApp, origins: tuple[str, ...]) -> ASGIApp:  # noqa: N802 - middleware factory
+    return cors(app, origins)
+
+
+def _install_handlers(app: FastAPI, state: ServiceState) -> None:
+    async def malformed(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, MalformedRequest)
+        return outcome_response(400, str(exc.message), field=exc.field)
+
+    async def unknown(request: Request, exc: Exception) -> Response:
+        return outcome_response(404, str(exc.args[0]), code="not-found")
+
+    async def too_large(request: Request, exc: Exception) -> Response:
+        return outcome_response(413, str(exc.args[0]), code="too-long")
+
+    async def precondition(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PrefetchUnavailable)
+        reasons = getattr(exc, "reasons", None) or {k: f"prefetch '{k}' unavailable" for k in exc.missing}
+        issues = [
+            issue(text, code="incomplete", expression=[f"prefetch.{key}"]) for key, text in reasons.items()
+        ]
+        return JSON(outcome(*issues), status_code=412)
+
+    async def auth_failed(request: Request, exc: Exception) -> Response:
+        state.metrics.errors.labels("auth").inc()
+        log.info("authentication failed: %s", exc)
+        return unauthorized()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        text = "no such endpoint" if exc.status_code == 404 else str(exc.detail)
+        return outcome_response(
+            exc.status_code,
+            text,
+            code="not-found" if exc.status_code == 404 else "not-supported",
+            headers=exc.headers,
+        )
+
+    app.add_exception_handler(MalformedRequest, malformed)
+    app.add_exception_handler(UnknownService, unknown)
+    app.add_exception_handler(PayloadTooLarge, too_large)
+    app.add_exception_handler(PrefetchMissing, precondition)
+    app.add_exception_handler(PrefetchUnavailable, precondition)
+    app.add_exception_handler(AuthError, auth_failed)
+    app.add_exception_handler(HTTPException, http_error)
+
+
+class _RequestContext:
+    """Request id, structured access log, and the last-resort 500 for genuine faults."""
+
+    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        tokens = [
+            cds_logging.request_id.set(rid),
+            cds_logging.service.set(None),
+            cds_logging.hook_instance.set(None),
+        ]
+        started, status, response_started = time.perf_counter(), 500, False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started, status = True, message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            self.state.metrics.errors.labels("internal").inc()
+            # type and stack only: an exception message may quote request data (PHI)
+            log.error(
+                "internal error: %s\n%s",
+                type(exc).__name__,
+                "".join(traceback.format_tb(exc.__traceback__)),
+                extra={"request_id": rid},
+            )
+            if not response_started:
+                body = JSON(
+                    outcome(issue(f"internal error; quote request id {rid}", code="exception")),
+                    status_code=500,
+                )
+                await body(scope, receive, send_with_id)
+        finally:
+            latency = round((time.perf_counter() - started) * 1000, 2)
+            log.info(
+                "%s %s -> %d",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "latency_ms": latency,
+                },
+            )
+            for var, token in zip(
+                (cds_logging.request_id, cds_logging.service, cds_logging.hook_instance), tokens, strict=True
+            ):
+                var.reset(token)
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for ``--workers N``: each worker reads its settings from ``CDS_*``."""
+    settings = load_settings()
+    cds_logging.configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

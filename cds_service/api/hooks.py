@@ -1,0 +1,191 @@
+"""``POST /cds-services/{id}``: authenticate, validate, complete prefetch, evaluate, audit.
+
+The steps and their failures, in order (each maps to one HTTP status, never a 500 for
+anything the client sent):
+
+1. JWT (``security.py``) -> 401, no detail
+2. service id known -> 404; body is JSON no larger than ``max_request_bytes`` -> 400 / 413
+3. envelope (``envelope.py``) -> 400 naming the field
+4. prefetch completed from ``fhirServer`` (``record/_fetch.py``) -> 412 naming the keys
+5. record built leniently (``record.build_record``), fetch notes added
+6. engine evaluates in a worker thread (it is CPU-bound; the loop keeps serving)
+7. the audit row is written after the response is sent; a failing store is logged and
+   counted, never turned into a failed hook call
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from cds_service.api import logging as cds_logging
+from cds_service.api.envelope import validate_request
+from cds_service.api.errors import JSON, PayloadTooLarge, PrefetchMissing
+from cds_service.errors import MalformedRequest
+from cds_service.record import build_record
+from cds_service.record._fetch import complete_prefetch
+from cds_service.store import CardRecord, InvocationRecord
+
+log = logging.getLogger(__name__)
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The request body parsed as JSON; 413 past ``max_bytes``, 400 if not JSON."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
+    if not body.strip():
+        raise MalformedRequest("the request body is empty; expected a JSON object", field="(body)")
+    try:
+        return orjson.loads(bytes(body))
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"the request body is not valid JSON ({exc})", field="(body)") from None
+
+
+async def call_service(request: Request) -> JSON:
+    state = request.app.state.cds
+    service_id = request.path_params["service_id"]
+    started = time.perf_counter()
+    await state.authenticate(request, f"/cds-services/{service_id}")
+    definitions = state.lookup(service_id)  # 404 if unknown
+    body = await read_json(request, state.settings.max_request_bytes)
+    hooks = {h: d for d in definitions for h in state.hooks_of(d)}
+    req = validate_request(body, service_id, hooks)
+    cds_logging.service.set(service_id)
+    cds_logging.hook_instance.set(req["hookInstance"])
+    definition = hooks[req["hook"]]
+    templates = dict(definition.prefetch or {})
+    audit = _AuditDraft(state, service_id, req, started)
+
+    settings = state.settings
+    t_fetch = time.perf_counter()
+    fetch = await complete_prefetch(
+        templates,
+        req,
+        state.http(),
+        timeout=settings.fetch_timeout_seconds,
+        concurrency=settings.fetch_concurrency,
+        max_pages=settings.fetch_max_pages,
+        allow_http=settings.allow_http_fhir_server,
+        on_fetch=lambda outcome: state.metrics.fallback_fetches.labels(outcome).inc(),
+    )
+    audit.fetched = fetch.fetched
+    audit.timings["fetch"] = (time.perf_counter() - t_fetch) * 1000
+    if fetch.missing:
+        audit.notes = [f"412 prefetch '{k}': {why}" for k, why in fetch.missing.items()]
+        await state.write_audit(audit.finish(412, []))
+        raise PrefetchMissing(
+            {k: f"prefetch '{k}' ({templates[k]}): {why}" for k, why in fetch.missing.items()}
+        )
+
+    t_record = time.perf_counter()
+    try:
+        record = build_record({**req, "prefetch": fetch.prefetch}, templates.keys())
+    except (TypeError, AttributeError, ValueError, KeyError, RecursionError) as exc:
+        raise MalformedRequest(
+            f"context.draftOrders or prefetch could not be read ({type(exc).__name__})", field="prefetch"
+        ) from None
+    if fetch.notes:
+        record = dataclasses.replace(record, notes=(*record.notes, *fetch.notes))
+    audit.timings["record"] = (time.perf_counter() - t_record) * 1000
+
+    now = datetime.now(UTC)
+    kw = {"hook": req["hook"]} if state.evaluate_takes_hook else {}
+    evaluation = await run_in_threadpool(
+        functools.partial(state.engine.evaluate, service_id, record, now, **kw)
+    )
+    cards = [_prune(c) for c in evaluation.cards]
+    codes = _rule_codes(cards, evaluation.rule_codes)
+    for code in codes:
+        state.metrics.cards.labels(code or "unknown").inc()
+    record_notes = {n.message for n in record.notes}
+    audit.notes = [f"{n.kind} {n.key}: {n.message}" for n in record.notes]
+    audit.notes += [str(n) for n in evaluation.notes if str(n) not in record_notes]
+    audit.timings.update(evaluation.timings_ms or {})
+    response = JSON({"cards": cards})
+    response.background = BackgroundTask(state.write_audit, audit.finish(200, cards, codes))
+    log.info(
+        "evaluated: %d card(s)",
+        len(cards),
+        extra={"latency_ms": round((time.perf_counter() - started) * 1000, 2)},
+    )
+    return response
+
+
+class _AuditDraft:
+    """Collects the audit row while the request is handled (no tokens ever enter it)."""
+
+    def __init__(self, state: Any, service_id: str, req: dict[str, Any], started: float) -> None:
+        context = req["context"]
+        self.state, self.service_id, self.req, self.started = state, service_id, req, started
+        self.request_id = cds_logging.request_id.get() or ""
+        self.patient = (
+            f"Patient/{context['patientId']}" if isinstance(context.get("patientId"), str) else None
+        )
+        user = context.get("userId")
+        self.user = user if isinstance(user, str) else None
+        self.received_at = datetime.now(UTC)
+        self.fetched: list[str] = []
+        self.notes: list[str] = []
+        self.timings: dict[str, float] = {}
+
+    def finish(
+        self, status: int, cards: list[dict[str, Any]], codes: list[str | None] | None = None
+    ) -> InvocationRecord:
+        latency = time.perf_counter() - self.started
+        self.state.metrics.hook_latency.labels(self.service_id).observe(latency)
+        self.state.metrics.hook_responses.labels(self.service_id, str(status)).inc()
+        codes = codes or [None] * len(cards)
+        return InvocationRecord(
+            service_id=self.service_id,
+            hook=self.req["hook"],
+            hook_instance=self.req["hookInstance"][:256],
+            status_code=status,
+            latency_ms=latency * 1000,
+            received_at=self.received_at,
+            request_id=self.request_id,
+            patient_ref=self.patient,
+            user_ref=self.user,
+            knowledge_version=self.state.knowledge_version,
+            cards=[
+                CardRecord(c.get("uuid"), code, c.get("indicator"), c.get("summary"))
+                for c, code in zip(cards, codes, strict=False)
+            ],
+            notes=self.notes,
+            fetched=self.fetched,
+            policy=self.state.policy_json,
+            timings_ms={k: round(v, 3) for k, v in self.timings.items()},
+        )
+
+
+def _rule_codes(cards: list[dict[str, Any]], fallback: list[str]) -> list[str | None]:
+    """Each card's rule code: ``source.topic.code``, else the engine's list by position."""
+    out: list[str | None] = []
+    for n, card in enumerate(cards):
+        topic = (card.get("source") or {}).get("topic") or {}
+        code = topic.get("code") if isinstance(topic, dict) else None
+        out.append(code or (fallback[n] if n < len(fallback) else None))
+    return out
+
+
+def _prune(value: Any) -> Any:
+    """Drop ``null`` members: CDS Hooks 2.0 §use-of-json forbids them in responses."""
+    if isinstance(value, dict):
+        return {k: _prune(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_prune(v) for v in value if v is not None]
+    return value

@@ -1,0 +1,118 @@
+"""`cds-service serve`: run the CDS Hooks service under uvicorn.
+
+Settings resolve CLI > ``CDS_*`` environment > ``--config`` TOML > defaults
+(``cds_service.settings``). The knowledge is validated *before* the port is bound, so a
+bad artifact stops the start with every problem listed; so does an unauthenticated
+server on a non-loopback address without ``--allow-unauthenticated``. With
+``--workers N`` each uvicorn worker rebuilds the app from ``CDS_*`` variables
+(``cds_service.api:app_from_env``), so the resolved settings are passed on through the
+environment.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cds_service.errors import KnowledgeError
+from cds_service.settings import Settings, SettingsError, as_env, load_settings
+
+
+def knowledge_problems(dirs: Iterable[Path]) -> list[str]:
+    """Every problem the knowledge validator finds in ``dirs`` (empty = fit to serve)."""
+    try:
+        from cds_service.knowledge import iter_problems
+    except ImportError:  # validator not available: load_knowledge still refuses bad knowledge
+        return []
+    kwargs: dict[str, Any] = {}
+    if "schema" in inspect.signature(iter_problems).parameters:
+        kwargs["schema"] = None  # the R4 JSON-schema pass needs npm; `validate` runs it
+    return [f"{p.file}: {p.element}: {p.message}" for p in iter_problems(tuple(dirs), **kwargs)]
+
+
+def resolve(config: str | None, **cli: Any) -> Settings:
+    try:
+        return load_settings(cli, config_file=config)
+    except SettingsError as exc:
+        raise click.ClickException(f"bad configuration: {exc}") from None
+
+
+@click.command()
+@click.option("--host", help="Address to bind [default: 127.0.0.1].")
+@click.option("--port", type=int, help="Port to bind [default: 8080].")
+@click.option(
+    "--config", type=click.Path(dir_okay=False), help="TOML config file ([service], [security], [policy])."
+)
+@click.option("--workers", type=int, help="uvicorn worker processes [default: 1].")
+@click.option(
+    "--allow-unauthenticated",
+    is_flag=True,
+    default=None,
+    help="Serve without JWT checks on a non-loopback address.",
+)
+@click.option(
+    "--knowledge",
+    "knowledge",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="Knowledge directory (repeatable) [default: bundled].",
+)
+def serve(
+    host: str | None,
+    port: int | None,
+    config: str | None,
+    workers: int | None,
+    allow_unauthenticated: bool | None,
+    knowledge: tuple[str, ...],
+) -> None:
+    """Serve the CDS Hooks endpoints (discovery, hooks, feedback, health, metrics)."""
+    import uvicorn
+
+    from cds_service.api import create_app
+    from cds_service.api.logging import configure_logging
+    from cds_service.api.security import check_startup
+
+    settings = resolve(
+        config,
+        host=host,
+        port=port,
+        workers=workers,
+        allow_unauthenticated=allow_unauthenticated,
+        knowledge_dirs=tuple(knowledge) or None,
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        check_startup(settings, warn=False)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    problems = knowledge_problems(settings.knowledge_dirs)
+    if problems:
+        for line in problems:
+            click.echo(line, err=True)
+        raise click.ClickException(
+            f"refusing to start: {len(problems)} knowledge problem(s) listed above; "
+            "fix them (`cds-service validate`)"
+        )
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+    }
+    if settings.ssl_certfile:
+        common.update(ssl_certfile=str(settings.ssl_certfile), ssl_keyfile=str(settings.ssl_keyfile))
+    if settings.workers > 1:
+        os.environ.update(as_env(settings))
+        uvicorn.run("cds_service.api:app_from_env", factory=True, workers=settings.workers, **common)
+        return
+    try:
+        app = create_app(settings)
+    except (KnowledgeError, SettingsError) as exc:
+        raise click.ClickException(f"refusing to start: {exc}") from None
+    uvicorn.run(app, **common)

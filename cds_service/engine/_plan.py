@@ -1,0 +1,168 @@
+"""The compiled form of a rule PlanDefinition: plans, rules, suggestions, the template.
+
+Built once by _rules.py; walked, never changed, by every evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cds_service.engine.conditions import CompiledExpression
+from cds_service.knowledge.terms import RULE_SYSTEM
+
+TEMPLATE_CODE = "data-unavailable"
+FHIRPATH = "text/fhirpath"
+#: dynamicValue paths a top-level action may set (``%`` prefix tolerated, as in CR).
+CARD_PATHS = ("action.title", "action.description", "action.priority")
+CARD_EXTENSION_PREFIX = "card.extension."
+#: card selectionBehavior values CDS Hooks 2.0 allows (cds-hooks.md §1.4).
+SELECTION_BEHAVIORS = ("any", "at-most-one")
+
+
+@dataclass(frozen=True)
+class SuggestionRule:
+    """A child action: one suggestion (``create`` via $apply, ``delete``, or label-only)."""
+
+    label: str
+    description: str | None
+    action_id: str | None
+    conditions: tuple[CompiledExpression, ...]
+    kind: str  # "create" | "delete" | "label"
+    activity: Mapping[str, Any] | None = None
+    activity_canonical: str | None = None
+    uses_bsa: bool = False
+    resource_ids: CompiledExpression | None = None
+
+    def expressions(self) -> Iterator[CompiledExpression]:
+        yield from self.conditions
+        if self.resource_ids is not None:
+            yield self.resource_ids
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A top-level action: one card rule."""
+
+    code: str
+    code_display: str | None
+    action_id: str | None
+    title: str | None
+    description: str | None
+    text_equivalent: str | None
+    priority: str
+    documentation: tuple[Mapping[str, Any], ...]
+    conditions: tuple[CompiledExpression, ...]
+    dynamic: tuple[tuple[str, CompiledExpression], ...]
+    suggestions: tuple[SuggestionRule, ...]
+    selection_behavior: str
+    input_types: frozenset[str]
+    hooks: frozenset[str]  # empty: every hook of the plan
+    features: tuple[str, ...]  # read by conditions, dynamicValues, suggestions (first use)
+    variables: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        """How cards and logs name the rule: its title, else its code."""
+        return self.title or self.code
+
+    def expressions(self) -> Iterator[CompiledExpression]:
+        yield from self.conditions
+        for _, expr in self.dynamic:
+            yield expr
+        for s in self.suggestions:
+            yield from s.expressions()
+
+
+@dataclass(frozen=True)
+class Template:
+    """Title/description/priority/documentation of engine-generated data-unavailable cards."""
+
+    title: str
+    description: str | None
+    priority: str
+    documentation: tuple[Mapping[str, Any], ...]
+    action_id: str | None
+    code_display: str | None = None
+
+
+#: Used when a rule PlanDefinition has no data-unavailable action. An unrun safety check
+#: on a chemotherapy order is worth a look, hence ``urgent`` (warning), not ``routine``.
+BUILTIN_TEMPLATE = Template(
+    title="Some checks could not be run",
+    description=(
+        "Decision support could not complete the check(s) below with the data available. "
+        "Check them yourself before going on."
+    ),
+    priority="urgent",
+    documentation=(),
+    action_id=None,
+)
+
+
+@dataclass(frozen=True)
+class RulePlan:
+    """One eca-rule PlanDefinition, compiled: one CDS Hooks service."""
+
+    id: str
+    url: str
+    version: str | None
+    title: str | None
+    description: str | None
+    usage: str | None
+    hooks: tuple[str, ...]
+    rules: tuple[Rule, ...]
+    template: Template
+    inputs: tuple[Mapping[str, Any], ...]  # every action's DataRequirements, in order
+    _by_hook: dict[str | None, tuple[tuple[Rule, ...], tuple[str, ...], frozenset[str]]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        keys: list[str | None] = [None, *self.hooks]
+        for hook in keys:
+            rules = tuple(r for r in self.rules if hook is None or not r.hooks or hook in r.hooks)
+            features: list[str] = []
+            variables: set[str] = set()
+            for r in rules:
+                features.extend(f for f in r.features if f not in features)
+                variables |= r.variables
+            self._by_hook[hook] = (rules, tuple(features), frozenset(variables))
+
+    def for_hook(self, hook: str | None) -> tuple[tuple[Rule, ...], tuple[str, ...], frozenset[str]]:
+        """(rules, features, variables) of the rules that run on ``hook`` (None: all).
+
+        Raises KeyError for a hook the plan does not serve.
+        """
+        return self._by_hook[hook]
+
+
+def rule_code(action: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(code, display) of the action's sact-cds-rule coding."""
+    for concept in action.get("code") or ():
+        for coding in concept.get("coding") or ():
+            if coding.get("system") == RULE_SYSTEM and coding.get("code"):
+                return coding["code"], coding.get("display")
+    return None, None
+
+
+def named_events(action: Mapping[str, Any]) -> list[str]:
+    return [
+        t["name"]
+        for t in action.get("trigger") or ()
+        if t.get("type") == "named-event" and isinstance(t.get("name"), str)
+    ]
+
+
+def plan_hooks(pd: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every named-event trigger of every action (nested included), in order, once."""
+    hooks: list[str] = []
+
+    def walk(actions: Iterable[Mapping[str, Any]]) -> None:
+        for action in actions:
+            hooks.extend(h for h in named_events(action) if h not in hooks)
+            walk(action.get("action") or ())
+
+    walk(pd.get("action") or ())
+    return tuple(hooks)

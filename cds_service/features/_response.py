@@ -1,0 +1,192 @@
+"""Response to treatment, MRD and HSCT plans: mostly from the INO2 attestation form.
+
+The INO2 QuestionnaireResponse (``Questionnaire/Ino2Attestation``) holds what no coded
+record reliably says: ``response-status`` (CR | CRi | not-in-CR), ``mrd-negative`` and
+``hsct-planned``, plus one boolean item per INO2 criterion code. Only a ``completed`` or
+``amended`` response counts; the latest by ``authored`` wins.
+
+Sources: INO2 / NZ treatment-duration policy (cycles depend on "CR or CRi", "MRD
+negativity" and "proceeding to SCT"); NZ: "if CR or CRi achieved after a cycle of
+treatment subsequent cycles should be given as per regimen for CR or CRi achieved".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+from typing import Any
+
+from cds_service.features import _valuesets as vs
+from cds_service.features._medications import administrations
+from cds_service.features._read import effective, in_valueset, is_asserted, is_void, parse_datetime, unavailable
+from cds_service.features._memo import memo
+from cds_service.features._registry import Evidence, FeatureContext, FeatureValue, feature
+from cds_service.record import PatientRecord, Resource, reference_of
+
+_COUNTS = frozenset({"completed", "amended"})
+_RESPONSES = {"cr": "CR", "cri": "CRi", "not-in-cr": "not-in-CR"}
+
+
+def ino2_responses(record: PatientRecord) -> list[Resource]:
+    """INO2 QuestionnaireResponses of any status, newest first."""
+    out = []
+    for qr in record.of_type("QuestionnaireResponse"):
+        url = str(qr.get("questionnaire") or "").partition("|")[0]
+        if url == vs.INO2_QUESTIONNAIRE and not is_void(qr):
+            out.append(qr)
+    return sorted(out, key=lambda q: str(parse_datetime(q.get("authored")) or ""), reverse=True)
+
+
+def latest_ino2_response(record: PatientRecord) -> Resource | None:
+    """The newest completed/amended INO2 QuestionnaireResponse."""
+    return next((q for q in ino2_responses(record) if q.get("status") in _COUNTS), None)
+
+
+def _walk(items: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+    for item in items or ():
+        yield item
+        yield from _walk(item.get("item") or ())
+        for answer in item.get("answer") or ():
+            yield from _walk(answer.get("item") or ())
+
+
+def answers(qr: Resource | None) -> dict[str, Any]:
+    """linkId -> the first answer's value (boolean, code of a Coding, string, number)."""
+    out: dict[str, Any] = {}
+    if qr is None:
+        return out
+    for item in _walk(qr.get("item") or ()):
+        link = item.get("linkId")
+        for answer in item.get("answer") or ():
+            for key, val in answer.items():
+                if not key.startswith("value"):
+                    continue
+                if key == "valueCoding":
+                    val = (val or {}).get("code")
+                out.setdefault(link, val)
+                break
+            break
+    return out
+
+
+def form_date(qr: Resource | None) -> str | None:
+    when = parse_datetime(qr.get("authored")) if qr else None
+    return when.date().isoformat() if when else None
+
+
+def _coded_remission(record: PatientRecord, ctx: FeatureContext, after: date) -> Resource | None:
+    """A CR recorded in code after ``after``: an Observation valued, or a Condition coded,
+    in CompleteRemission."""
+    found = []
+    for obs in record.of_type("Observation"):
+        when = effective(obs)
+        if when and after < when.date() <= ctx.now.date() and not is_void(obs) \
+                and in_valueset(record, ctx, vs.COMPLETE_REMISSION, obs.get("valueCodeableConcept")):
+            found.append((when, obs))
+    for cond in record.of_type("Condition"):
+        when = parse_datetime(cond.get("onsetDateTime")) or parse_datetime(cond.get("recordedDate"))
+        if when and after < when.date() <= ctx.now.date() and not is_void(cond) \
+                and in_valueset(record, ctx, vs.COMPLETE_REMISSION, cond.get("code")):
+            found.append((when, cond))
+    return max(found, key=lambda t: t[0])[1] if found else None
+
+
+def _planned_hsct(record: PatientRecord, ctx: FeatureContext) -> list[Resource]:
+    out = [
+        r for r in record.of_type("ServiceRequest")
+        if r.get("status") in ("active", "on-hold", "draft") and in_valueset(record, ctx, vs.HSCT, r.get("code"))
+    ]
+    out += [
+        p for p in record.of_type("Procedure")
+        if p.get("status") == "preparation" and in_valueset(record, ctx, vs.HSCT, p.get("code"))
+    ]
+    return out
+
+
+def prior_hsct(record: PatientRecord, ctx: FeatureContext) -> list[Resource]:
+    """HSCTs that took place: completed Procedures, or Conditions (history-of) in the HSCT ValueSet."""
+    out = [
+        p for p in record.of_type("Procedure")
+        if p.get("status") in ("completed", "in-progress") and in_valueset(record, ctx, vs.HSCT, p.get("code"))
+    ]
+    out += [
+        c for c in record.of_type("Condition")
+        if is_asserted(c) and in_valueset(record, ctx, vs.HSCT, c.get("code"))
+    ]
+    return out
+
+
+@feature("response_status")
+@memo
+def response_status(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
+    """Remission status (CR | CRi | not-in-CR) and MRD negativity.
+
+    From the latest completed INO2 form (module docstring). A complete remission coded in
+    the record (Observation value or Condition in CompleteRemission) dated after the first
+    inotuzumab dose and after the form also counts as "CR or CRi" (judgement: a coded
+    remission before inotuzumab is not a response to it). Value: ``status``,
+    ``in_cr_cri``, ``mrd_negative`` (each None when not known), ``form_date``, ``source``.
+    Status ``unknown`` when the response is not known (MRD alone does not make it known).
+    """
+    qr = latest_ino2_response(record)
+    given = answers(qr)
+    evidence = []
+    raw = given.get("response-status")
+    status = _RESPONSES.get(str(raw).strip().lower()) if raw is not None else None
+    source = f"INO2 form {form_date(qr)}" if status else None
+    mrd = given.get("mrd-negative") if isinstance(given.get("mrd-negative"), bool) else None
+    if qr is not None:
+        evidence.append(Evidence(f"INO2 form of {form_date(qr)}: response {status or 'not recorded'}, "
+                                 f"MRD negative {_yes_no(mrd)}", reference_of(qr), form_date(qr)))
+    admins, _ = administrations(record, ctx, vs.INOTUZUMAB)
+    if admins:
+        authored = parse_datetime(qr.get("authored")) if qr else None
+        after = max(d for d in (admins[0].day, authored.date() if authored else None) if d is not None)
+        coded = _coded_remission(record, ctx, after)
+        if coded is not None:
+            status, source = "CR/CRi", f"coded remission {reference_of(coded)}"
+            evidence.append(Evidence("Complete remission recorded", reference_of(coded)))
+    value = {
+        "status": status,
+        "in_cr_cri": None if status is None else status != "not-in-CR",
+        "mrd_negative": mrd,
+        "form_date": form_date(qr),
+        "source": source,
+    }
+    if status is not None:
+        return FeatureValue("met", value, tuple(evidence))
+    why = "no completed INO2 form" if qr is None else "the INO2 form does not record the response"
+    if unavailable(record, "QuestionnaireResponse"):
+        why = "the INO2 form could not be read"
+    note = f"Response to treatment unknown: {why}. Record CR, CRi or not-in-CR on the INO2 form."
+    return FeatureValue("unknown", value, tuple(evidence), note)
+
+
+@feature("hsct_planned")
+@memo
+def hsct_planned(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
+    """Is the patient proceeding to haematopoietic stem cell transplant?
+
+    INO2/NZ: the cycle limits differ "for those patients proceeding to a stem cell
+    transplant (SCT)". True from the INO2 form's ``hsct-planned``, or an active/draft
+    ServiceRequest or a Procedure in preparation coded as HSCT; False only from the form.
+    Value: True | False | None (unknown).
+    """
+    qr = latest_ino2_response(record)
+    given = answers(qr)
+    planned = given.get("hsct-planned") if isinstance(given.get("hsct-planned"), bool) else None
+    evidence = []
+    if planned is not None:
+        evidence.append(Evidence(f"INO2 form of {form_date(qr)}: HSCT planned {_yes_no(planned)}",
+                                 reference_of(qr), form_date(qr)))
+    requests = _planned_hsct(record, ctx)
+    if requests:
+        planned = True
+        evidence += [Evidence("HSCT planned (request recorded)", reference_of(r)) for r in requests]
+    if planned is None:
+        return FeatureValue.unknown("Whether HSCT is planned is not recorded: answer 'hsct-planned' on the INO2 form.")
+    return FeatureValue("met" if planned else "not_met", planned, tuple(evidence))
+
+
+def _yes_no(value: Any) -> str:
+    return "yes" if value is True else "no" if value is False else "not recorded"

@@ -1,0 +1,342 @@
+"""AuditStore: write every invocation and feedback item, read them back for `audit`.
+
+Writes are synchronous SQLAlchemy calls that the API runs off the event loop; every
+write method may raise ``SQLAlchemyError`` and the caller decides what a failure means
+(a hook response never fails because of the audit; feedback answers 503). Tables are
+created on start and, if the database was down then, on the first write that works.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import selectinload, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from cds_service.settings import mask_url
+from cds_service.store._models import Base, Card, Feedback, Invocation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CardRecord:
+    uuid: str | None
+    rule_code: str | None
+    indicator: str | None
+    summary: str | None
+
+
+@dataclass(frozen=True)
+class InvocationRecord:
+    """What the audit keeps about one hook call (never tokens)."""
+
+    service_id: str
+    hook: str
+    hook_instance: str
+    status_code: int
+    latency_ms: float
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    request_id: str = ""
+    patient_ref: str | None = None
+    user_ref: str | None = None
+    knowledge_version: str | None = None
+    cards: Sequence[CardRecord] = ()
+    notes: Sequence[str] = ()
+    fetched: Sequence[str] = ()
+    policy: Mapping[str, Any] = field(default_factory=dict)
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    """One validated feedback item (CDS Hooks 2.0 §feedback)."""
+
+    card_uuid: str
+    outcome: str
+    outcome_timestamp: str
+    accepted_suggestions: Sequence[str] = ()
+    override_code: str | None = None
+    override_system: str | None = None
+    override_display: str | None = None
+    user_comment: str | None = None
+
+    def dedupe_key(self, service_id: str) -> str:
+        raw = json.dumps([service_id, *[getattr(self, f) for f in self.__dataclass_fields__]], default=list)
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class AuditStore:
+    """The audit database behind one SQLAlchemy URL (SQLite by default, PostgreSQL by URL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._ready = False
+        self._lock = threading.Lock()
+        try:
+            self._ensure_tables()
+        except SQLAlchemyError as exc:
+            log.warning("audit store %s unavailable at start: %s", mask_url(url), type(exc).__name__)
+
+    def __repr__(self) -> str:
+        return f"AuditStore({mask_url(self.url)!r})"
+
+    def _ensure_tables(self) -> None:
+        if self._ready:
+            return
+        with self._lock:
+            if not self._ready:
+                Base.metadata.create_all(self.engine)
+                self._ready = True
+
+    def ping(self) -> bool:
+        """Whether the database answers (for /readyz)."""
+        try:
+            self._ensure_tables()
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def record_invocation(self, rec: InvocationRecord) -> int:
+        """Insert one invocation and its cards (SQLAlchemy Core: the hot path, ~10x the ORM)."""
+        self._ensure_tables()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                insert(Invocation.__table__).values(
+                    received_at=rec.received_at,
+                    request_id=rec.request_id,
+                    service_id=rec.service_id,
+                    hook=rec.hook,
+                    hook_instance=rec.hook_instance,
+                    patient_ref=rec.patient_ref,
+                    user_ref=rec.user_ref,
+                    knowledge_version=rec.knowledge_version,
+                    status_code=rec.status_code,
+                    latency_ms=round(rec.latency_ms, 3),
+                    rule_codes=[c.rule_code for c in rec.cards if c.rule_code],
+                    notes=list(rec.notes),
+                    fetched=list(rec.fetched),
+                    policy=dict(rec.policy),
+                    timings_ms=dict(rec.timings_ms),
+                )
+            )
+            invocation_id = int(result.inserted_primary_key[0])
+            if rec.cards:
+                conn.execute(
+                    insert(Card.__table__),
+                    [
+                        {
+                            "invocation_id": invocation_id,
+                            "uuid": c.uuid,
+                            "rule_code": c.rule_code,
+                            "indicator": c.indicator,
+                            "summary": (c.summary or "")[:512],
+                        }
+                        for c in rec.cards
+                    ],
+                )
+            return invocation_id
+
+    def record_feedback(self, service_id: str, items: Iterable[FeedbackItem]) -> int:
+        """Store feedback items; an item identical to one already stored is skipped.
+
+        Returns how many items were new. Clients may send the same feedback more than
+        once (CDS Hooks 2.0 §feedback), so a duplicate is not an error.
+        """
+        self._ensure_tables()
+        now = datetime.now(UTC)
+        new = 0
+        with self._session.begin() as session:
+            for item in items:
+                key = item.dedupe_key(service_id)
+                if session.scalar(select(Feedback.id).where(Feedback.dedupe_key == key)) is not None:
+                    continue
+                try:
+                    with session.begin_nested():
+                        session.add(_feedback_row(service_id, item, key, now))
+                    new += 1
+                except IntegrityError:  # a concurrent duplicate won the race
+                    continue
+        return new
+
+    def recent(self, limit: int = 20) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The newest invocations (with their cards) and feedback items, newest first."""
+        self._ensure_tables()
+        with self._session() as session:
+            invs = session.scalars(
+                select(Invocation)
+                .options(selectinload(Invocation.cards))
+                .order_by(Invocation.id.desc())
+                .limit(limit)
+            ).all()
+            fbs = session.scalars(select(Feedback).order_by(Feedback.id.desc()).limit(limit)).all()
+            return [_invocation_dict(i) for i in invs], [_feedback_dict(f) for f in fbs]
+
+    def export_csv(self, out: TextIO, limit: int | None = None) -> int:
+        """Write one row per card (invocations without cards get one row), each joined with
+        the feedback given on that card; returns the number of data rows."""
+        self._ensure_tables()
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        rows = 0
+        with self._session() as session:
+            query = select(Invocation).options(selectinload(Invocation.cards)).order_by(Invocation.id.desc())
+            if limit:
+                query = query.limit(limit)
+            invocations = session.scalars(query).all()
+            uuids = [c.uuid for i in invocations for c in i.cards if c.uuid]
+            feedback: dict[str, list[Feedback]] = {}
+            for chunk in (uuids[n : n + 500] for n in range(0, len(uuids), 500)):
+                for fb in session.scalars(
+                    select(Feedback).where(Feedback.card_uuid.in_(chunk)).order_by(Feedback.id)
+                ):
+                    feedback.setdefault(fb.card_uuid, []).append(fb)
+            for inv in invocations:
+                base = [
+                    _iso(inv.received_at),
+                    inv.service_id,
+                    inv.hook,
+                    inv.hook_instance,
+                    inv.patient_ref or "",
+                    inv.user_ref or "",
+                    inv.knowledge_version or "",
+                    inv.status_code,
+                    inv.latency_ms,
+                    "; ".join(map(str, inv.notes or [])),
+                ]
+                for card in inv.cards or [None]:
+                    fbs = feedback.get(card.uuid, []) if card and card.uuid else []
+                    for fb in fbs or [None]:
+                        writer.writerow(base + _card_cols(card) + _feedback_cols(fb))
+                        rows += 1
+        return rows
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+CSV_COLUMNS = (
+    "time",
+    "service",
+    "hook",
+    "hook_instance",
+    "patient",
+    "user",
+    "knowledge_version",
+    "status",
+    "latency_ms",
+    "notes",
+    "card_uuid",
+    "rule_code",
+    "indicator",
+    "summary",
+    "feedback_outcome",
+    "feedback_time",
+    "override_reason",
+    "override_comment",
+    "accepted_suggestions",
+)
+
+
+def _make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            return create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _feedback_row(service_id: str, item: FeedbackItem, key: str, now: datetime) -> Feedback:
+    return Feedback(
+        dedupe_key=key,
+        received_at=now,
+        service_id=service_id,
+        card_uuid=item.card_uuid,
+        outcome=item.outcome,
+        outcome_timestamp=item.outcome_timestamp,
+        override_code=item.override_code,
+        override_system=item.override_system,
+        override_display=item.override_display,
+        user_comment=item.user_comment,
+        accepted_suggestions=list(item.accepted_suggestions),
+    )
+
+
+def _iso(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; we stored UTC
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat(timespec="milliseconds")
+
+
+def _invocation_dict(i: Invocation) -> dict[str, Any]:
+    return {
+        "time": _iso(i.received_at),
+        "service": i.service_id,
+        "hook": i.hook,
+        "hook_instance": i.hook_instance,
+        "patient": i.patient_ref,
+        "user": i.user_ref,
+        "knowledge_version": i.knowledge_version,
+        "status": i.status_code,
+        "latency_ms": i.latency_ms,
+        "rule_codes": list(i.rule_codes or []),
+        "card_uuids": [c.uuid for c in i.cards],
+        "notes": list(i.notes or []),
+        "fetched": list(i.fetched or []),
+        "policy": dict(i.policy or {}),
+        "timings_ms": dict(i.timings_ms or {}),
+    }
+
+
+def _feedback_dict(f: Feedback) -> dict[str, Any]:
+    return {
+        "time": _iso(f.received_at),
+        "service": f.service_id,
+        "card_uuid": f.card_uuid,
+        "outcome": f.outcome,
+        "outcome_timestamp": f.outcome_timestamp,
+        "override_code": f.override_code,
+        "override_system": f.override_system,
+        "override_display": f.override_display,
+        "user_comment": f.user_comment,
+        "accepted_suggestions": list(f.accepted_suggestions or []),
+    }
+
+
+def _card_cols(card: Card | None) -> list[Any]:
+    if card is None:
+        return ["", "", "", ""]
+    return [card.uuid or "", card.rule_code or "", card.indicator or "", card.summary or ""]
+
+
+def _feedback_cols(fb: Feedback | None) -> list[Any]:
+    if fb is None:
+        return ["", "", "", "", ""]
+    reason = fb.override_display or fb.override_code or ""
+    return [
+        fb.outcome,
+        fb.outcome_timestamp,
+        reason,
+        fb.user_comment or "",
+        " ".join(fb.accepted_suggestions or []),
+    ]

@@ -1,0 +1,284 @@
+"""Settings: one table, precedence CLI > env > file > default, masked secrets, documented."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from cds_service.cli import main
+from cds_service.features import SitePolicy
+from cds_service.settings import SETTINGS, Issuer, Settings, SettingsError, as_env, load_settings
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "readme-service.md"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sact.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_bind_loopback_8080_with_sqlite_in_the_data_dir() -> None:
+    s = load_settings(env={})
+    assert (s.host, s.port, s.workers) == ("127.0.0.1", 8080, 1)
+    assert s.database_url == f"sqlite:///{Path('data') / 'audit.sqlite'}"
+    assert s.fetch_timeout_seconds == 5.0 and s.fetch_concurrency == 4
+    assert s.cors_origins == ("https://sandbox.cds-hooks.org",)
+    assert s.trusted_issuers == () and not s.allow_unauthenticated
+    assert s.policy == SitePolicy()
+    assert s.knowledge_dirs and all(isinstance(p, Path) for p in s.knowledge_dirs)
+
+
+def test_cli_beats_env_beats_file_beats_default(tmp_path: Path) -> None:
+    config = write(tmp_path, '[service]\nport = 9001\nhost = "127.0.0.2"\nlog_level = "DEBUG"\n')
+    env = {"CDS_PORT": "9002", "CDS_HOST": "127.0.0.3"}
+    s = load_settings({"port": 9003}, env=env, config_file=config)
+    assert s.port == 9003  # CLI
+    assert s.host == "127.0.0.3"  # env over file
+    assert s.log_level == "DEBUG"  # file over default
+    assert s.workers == 1  # default
+    assert s.config_file == config
+
+
+def test_the_config_file_can_come_from_cds_config(tmp_path: Path) -> None:
+    config = write(tmp_path, "[service]\nport = 9100\n")
+    assert load_settings(env={"CDS_CONFIG": str(config)}).port == 9100
+
+
+def test_file_tables_service_security_issuers_and_policy(tmp_path: Path) -> None:
+    (tmp_path / "keys.json").write_text('{"keys": []}')
+    config = write(
+        tmp_path,
+        """
+[service]
+data_dir = "state"
+cors_origins = ["https://sandbox.cds-hooks.org", "https://ehr.example.org"]
+fetch_timeout_seconds = 2.5
+public_base_url = "https://cds.example.org"
+
+[security]
+jwks_cache_seconds = 60
+
+[[security.issuers]]
+iss = "https://sandbox.cds-hooks.org"
+jwks_url = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
+algorithms = ["ES384"]
+
+[[security.issuers]]
+iss = "https://crd.example.org"
+jwks_file = "keys.json"
+algorithms = ["RS256"]
+max_lifetime_seconds = 90000
+
+[policy]
+azole_window_days = 42
+asciminib_counts_for_ino2 = "no"
+""",
+    )
+    s = load_settings(env={}, config_file=config)
+    assert s.data_dir == tmp_path / "state"
+    assert s.database_url == f"sqlite:///{tmp_path / 'state' / 'audit.sqlite'}"
+    assert s.cors_origins == ("https://sandbox.cds-hooks.org", "https://ehr.example.org")
+    assert s.fetch_timeout_seconds == 2.5 and s.jwks_cache_seconds == 60
+    sandbox, crd = s.trusted_issuers
+    assert sandbox == Issuer(
+        "https://sandbox.cds-hooks.org",
+        jwks_url="https://sandbox.cds-hooks.org/.well-known/jwks.json",
+        algorithms=("ES384",),
+        jku=("https://sandbox.cds-hooks.org/.well-known/jwks.json",),
+    )
+    assert (
+        crd.jwks_file == tmp_path / "keys.json"
+        and crd.algorithms == ("RS256",)
+        and crd.max_lifetime_seconds == 90000
+    )
+    assert s.policy.azole_window_days == 42 and s.policy.asciminib_counts_for_ino2 == "no"
+
+
+def test_env_issuers_are_a_json_array_and_policies_use_cds_policy_prefix() -> None:
+    env = {
+        "CDS_TRUSTED_ISSUERS": '[{"iss": "https://sandbox.cds-hooks.org", '
+        '"jwks_url": "https://sandbox.cds-hooks.org/.well-known/jwks.json"}]',
+        "CDS_POLICY_AZOLE_WINDOW_DAYS": "30",
+        "CDS_POLICY_BSA_DOSE_TOLERANCE_PERCENT": "7.5",
+        "CDS_CORS_ORIGINS": "https://a.example, https://b.example",
+        "CDS_ALLOW_UNAUTHENTICATED": "yes",
+    }
+    s = load_settings(env=env)
+    assert s.trusted_issuers[0].algorithms == ("ES384", "RS384")
+    assert s.policy.azole_window_days == 30 and s.policy.bsa_dose_tolerance_percent == 7.5
+    assert s.cors_origins == ("https://a.example", "https://b.example")
+    assert s.allow_unauthenticated is True
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"CDS_PORT": "eighty"}, "port"),
+        ({"CDS_PORT": "70000"}, "port"),
+        ({"CDS_FETCH_CONCURRENCY": "0"}, "fetch_concurrency"),
+        ({"CDS_ALLOW_UNAUTHENTICATED": "maybe"}, "allow_unauthenticated"),
+        ({"CDS_LOG_LEVEL": "LOUD"}, "log_level"),
+        ({"CDS_TRUSTED_ISSUERS": "not json"}, "trusted_issuers"),
+        (
+            {"CDS_TRUSTED_ISSUERS": '[{"iss": "x", "jwks_url": "https://x", "algorithms": ["HS256"]}]'},
+            "HS256",
+        ),
+        ({"CDS_TRUSTED_ISSUERS": '[{"iss": "x", "jwks_url": "https://x", "algorithms": ["none"]}]'}, "none"),
+        ({"CDS_TRUSTED_ISSUERS": '[{"iss": "x"}]'}, "jwks_url"),
+        ({"CDS_POLICY_AZOLE_WINDOW_DAYS": "soon"}, "azole_window_days"),
+        ({"CDS_PUBLIC_BASE_URL": "cds.example.org"}, "public_base_url"),
+    ],
+)
+def test_a_bad_value_is_an_error_naming_the_setting(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        load_settings(env=env)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[service]\nprot = 1\n", "prot"),
+        ("[servcie]\nport = 1\n", "servcie"),
+        ("[service\nport = 1\n", "not valid TOML"),
+        ("[security]\nhost = '0.0.0.0'\n", "host"),
+        ("[policy]\nazole_days = 3\n", "azole_days"),
+        ("[[security.issuers]]\niss = 'x'\njwks_url = 'https://x'\njwks_file = 'k.json'\n", "exactly one"),
+    ],
+)
+def test_a_bad_config_file_is_an_error_naming_what_to_fix(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        load_settings(env={}, config_file=write(tmp_path, text))
+
+
+def test_a_missing_config_file_is_an_error() -> None:
+    with pytest.raises(SettingsError, match="cannot read config file"):
+        load_settings(env={}, config_file="/nonexistent/sact.toml")
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` configures process-wide logging; keep pytest's handlers in place."""
+    import cds_service.api.logging
+
+    monkeypatch.setattr(cds_service.api.logging, "configure_logging", lambda *a, **kw: None)
+
+
+def test_the_cli_turns_bad_config_into_a_message_and_a_nonzero_exit(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["serve", "--config", str(write(tmp_path, "[service]\nport = 'x'\n"))])
+    assert result.exit_code != 0
+    assert "bad configuration" in result.output and "port" in result.output
+
+
+def test_database_password_is_masked_in_repr() -> None:
+    s = Settings(database_url="postgresql+psycopg://cds:hunter2@db.example.org/audit")
+    assert "hunter2" not in repr(s)
+    assert "postgresql+psycopg://cds:***@db.example.org/audit" in repr(s)
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().port = 1  # type: ignore[misc]
+
+
+def test_as_env_recreates_the_same_settings_for_worker_processes(tmp_path: Path) -> None:
+    s = Settings(
+        host="127.0.0.1",
+        port=9999,
+        database_url="sqlite://",
+        cors_origins=("*",),
+        trusted_issuers=(
+            Issuer(
+                "https://i.example",
+                jwks_url="https://i.example/jwks",
+                algorithms=("ES384",),
+                jku=("https://i.example/jwks",),
+            ),
+        ),
+        policy=SitePolicy(azole_window_days=10),
+        knowledge_dirs=(tmp_path,),
+    )
+    assert load_settings(env=as_env(s)) == s
+
+
+def test_every_setting_and_policy_is_documented_in_the_readme() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    missing = [s.name for s in SETTINGS if not re.search(rf"`{s.env}`", text) or s.name not in text]
+    missing += [f"CDS_POLICY_{n.upper()}" for n in SitePolicy.help() if f"CDS_POLICY_{n.upper()}" not in text]
+    missing += [v for v in ("CDS_CONFIG", "[[security.issuers]]", "[policy]") if v not in text]
+    assert not missing, f"undocumented in docs/readme-service.md: {missing}"
+
+
+# -- `cds-service serve`: settings resolved and knowledge checked before binding ----------
+
+
+def test_serve_refuses_bad_knowledge_before_binding_and_lists_the_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("must not bind"))
+    (tmp_path / "PlanDefinition-Broken.json").write_text('{"resourceType": "PlanDefinition", "id": ')
+    result = CliRunner().invoke(
+        main, ["serve", "--knowledge", str(tmp_path)], env={"CDS_DATABASE_URL": "sqlite://"}
+    )
+    assert result.exit_code != 0
+    assert "PlanDefinition-Broken.json" in result.output and "refusing to start" in result.output
+
+
+def test_serve_runs_uvicorn_with_the_resolved_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    import cds_service.api
+    import cds_service.commands.serve as serve
+
+    ran: dict[str, Any] = {}
+    monkeypatch.setattr(serve, "knowledge_problems", lambda dirs: [])
+    monkeypatch.setattr(cds_service.api, "create_app", lambda settings: ("app", settings))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(app=app, **kw))
+    result = CliRunner().invoke(
+        main, ["serve", "--port", "8181"], env={"CDS_DATABASE_URL": "sqlite://", "CDS_HOST": "127.0.0.2"}
+    )
+    assert result.exit_code == 0, result.output
+    assert (ran["host"], ran["port"]) == ("127.0.0.2", 8181)
+    assert ran["app"][1].port == 8181 and ran["access_log"] is False
+
+
+def test_serve_with_workers_hands_the_settings_to_each_worker_through_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    import uvicorn
+
+    import cds_service.commands.serve as serve
+
+    ran: dict[str, Any] = {}
+    monkeypatch.setattr(
+        os, "environ", {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    )  # serve sets CDS_*
+    monkeypatch.setattr(serve, "knowledge_problems", lambda dirs: [])
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(app=app, env=dict(os.environ), **kw))
+    result = CliRunner().invoke(
+        main,
+        ["serve", "--workers", "3", "--port", "8182"],
+        env={"CDS_DATABASE_URL": "sqlite://", "CDS_POLICY_AZOLE_WINDOW_DAYS": "40"},
+    )
+    assert result.exit_code == 0, result.output
+    assert ran["app"] == "cds_service.api:app_from_env" and ran["factory"] is True and ran["workers"] == 3
+    worker = load_settings(env=ran["env"])
+    assert worker.port == 8182 and worker.workers == 3 and worker.policy.azole_window_days == 40
+
+
+def test_an_unusable_database_url_stops_the_start_with_a_message() -> None:
+    from cds_service.api import create_app
+
+    from _fakes import FakeEngine
+
+    with pytest.raises(SettingsError, match="database_url"):
+        create_app(Settings(database_url="nosuchdialect://u:pw@h/db", knowledge_dirs=()), engine=FakeEngine())
