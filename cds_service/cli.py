@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "replay": "replay",
     "audit": "audit",
     "cards-doc": "cards_doc",
+    "readme": "readme",
 }
 
 

@@ -25,19 +25,6 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 REPO = Path(__file__).resolve().parents[1]
 
 
-# TODO(lead): remove guard — scenario items are xfailed until the engine and app exist.
-def engine_missing() -> str | None:
-    """Why the in-process service cannot run yet (None once it can)."""
-    try:
-        from cds_service.api import create_app  # noqa: F401
-        from cds_service.engine import Engine  # noqa: F401
-    except ImportError:
-        return "engine not yet available"
-    if not any((REPO / "plan_definitions" / "rules").glob("*.json")):
-        return "engine not yet available"
-    return None
-
-
 class ReplaySession:
     """One in-process service on one event loop, shared by every scenario of the session."""
 
@@ -79,20 +66,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     _SESSION.close()
 
 
-@pytest.fixture
-def engine_ready() -> None:
-    """xfails a test that needs the real service while the engine is missing."""
-    reason = engine_missing()
-    if reason:
-        pytest.xfail(reason)
-
-
 @pytest.fixture(scope="session")
 def replay_session() -> Iterator[ReplaySession]:
-    """The shared in-process service (xfails the test while the engine is missing)."""
-    reason = engine_missing()
-    if reason:
-        pytest.xfail(reason)
+    """The shared in-process service."""
     yield _SESSION
 
 
@@ -125,9 +101,6 @@ class ScenarioItem(pytest.Item):
         super().__init__(**kw)
         self.scenario = scenario
         self.error = error
-        reason = engine_missing()
-        if reason and error is None:
-            self.add_marker(pytest.mark.xfail(reason=reason, run=False))
 
     def runtest(self) -> None:
         if self.error is not None:

@@ -7,13 +7,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from _replay_support import HARMLESS, IMPOSSIBLE, write_scenario
 from click.testing import CliRunner
 
-from _replay_support import HARMLESS, IMPOSSIBLE, write_scenario
 from cds_service.cli import main
 from cds_service.replay._html import card_html, render_markdown
-
-needs_engine = pytest.mark.usefixtures("engine_ready")
 
 
 def _invoke(*args: str) -> tuple[int, str]:
@@ -33,7 +31,6 @@ def folder(tmp_path: Path) -> Path:
     return cases
 
 
-@needs_engine
 def test_a_folder_gives_a_summary_a_junit_file_and_exit_1_on_a_failure(folder: Path, tmp_path: Path) -> None:
     junit = tmp_path / "out" / "junit.xml"
     code, output = _invoke(str(folder), "--junit", str(junit))
@@ -55,7 +52,6 @@ def test_a_folder_gives_a_summary_a_junit_file_and_exit_1_on_a_failure(folder: P
     assert cases["A drafted dose with nothing to stop it passes"].find("failure") is None
 
 
-@needs_engine
 def test_a_passing_folder_exits_0(folder: Path, tmp_path: Path) -> None:
     (folder / "c-fails.json").unlink()
     junit = tmp_path / "junit.xml"
@@ -65,7 +61,6 @@ def test_a_passing_folder_exits_0(folder: Path, tmp_path: Path) -> None:
     assert suite is not None and (suite.get("tests"), suite.get("failures")) == ("2", "0")
 
 
-@needs_engine
 def test_a_scenario_without_expectations_only_prints_its_cards(tmp_path: Path) -> None:
     path = write_scenario(tmp_path, "show.json", title="Cards are shown for a scenario without expectations", expect=None)
     junit = tmp_path / "junit.xml"
@@ -76,7 +71,6 @@ def test_a_scenario_without_expectations_only_prints_its_cards(tmp_path: Path) -
     assert case is not None and case.find("skipped") is not None
 
 
-@needs_engine
 def test_json_output_holds_every_result_and_its_cards(folder: Path) -> None:
     code, output = _invoke(str(folder), "--json")
     assert code == 1
@@ -91,7 +85,6 @@ def test_json_output_holds_every_result_and_its_cards(folder: Path) -> None:
             assert card["source"]["topic"]["code"]
 
 
-@needs_engine
 def test_html_report_has_one_section_per_scenario(folder: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.html"
     code, _ = _invoke(str(folder), "--html", str(report))

@@ -131,7 +131,6 @@ def _corpus_sample() -> list[Path]:
     return chosen
 
 
-@pytest.mark.usefixtures("engine_ready")
 @pytest.mark.parametrize("path", _corpus_sample(), ids=lambda p: p.stem)
 def test_a_relative_scenario_gives_the_same_cards_five_years_apart(replay_session, path: Path) -> None:
     scenario = load_scenario(path)
@@ -146,7 +145,6 @@ def test_a_relative_scenario_gives_the_same_cards_five_years_apart(replay_sessio
     assert first.status == second.status
 
 
-@pytest.mark.usefixtures("engine_ready")
 def test_an_absolute_scenario_is_evaluated_at_its_own_now_whatever_the_day(replay_session, tmp_path: Path) -> None:
     """The header's ``now`` reaches the engine: a 2019 record replayed five years on gives 2019's cards."""
     source = load_scenario(SCENARIOS / "whole-record-no-cr-after-three-cycles.json")

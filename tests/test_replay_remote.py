@@ -32,7 +32,7 @@ def ec_key() -> ec.EllipticCurvePrivateKey:
 
 
 @pytest.fixture
-def service(engine_ready: None, ec_key: ec.EllipticCurvePrivateKey, tmp_path: Path) -> Iterator[str]:
+def service(ec_key: ec.EllipticCurvePrivateKey, tmp_path: Path) -> Iterator[str]:
     """The real service on 127.0.0.1:<free port>, trusting ISS with the test key's JWK Set."""
     from cds_service.api import create_app
 

@@ -147,7 +147,6 @@ def test_prefetch_tokens_are_filled_from_context_or_the_key_is_dropped() -> None
 # ---------------------------------------------------------------- the fallback path
 
 
-@pytest.mark.usefixtures("engine_ready")
 def test_the_service_fetching_from_the_served_endpoint_gives_the_prefetch_cards(
     replay_session: object, server: fhir_server.FhirServer
 ) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from _fakes import FakeEngine, app_with, call, calls, hook_request
 
 SELECT = "/cds-services/SactOrderSelect"
@@ -283,18 +282,6 @@ def test_deeply_nested_json_is_read_or_refused_but_never_a_500(depth: int) -> No
 # -- one end-to-end call through the real engine and knowledge ------------------------------
 
 
-def _engine_available() -> bool:
-    try:
-        from cds_service.engine import Engine  # noqa: F401
-    except ImportError:
-        return False
-    except Exception:  # noqa: BLE001 - a broken engine must fail the test below, not collection
-        return True
-    return True
-
-
-# TODO(lead): remove this guard once cds_service.engine.Engine is merged.
-@pytest.mark.skipif(not _engine_available(), reason="cds_service.engine has no Engine yet")
 def test_the_real_engine_and_knowledge_serve_discovery_and_a_hook_call_end_to_end() -> None:
     from cds_service.api import create_app
     from cds_service.settings import Settings

@@ -12,9 +12,16 @@ from click.testing import CliRunner
 
 from cds_service.cli import main
 from cds_service.features import SitePolicy
-from cds_service.settings import SETTINGS, Issuer, Settings, SettingsError, as_env, load_settings
+from cds_service.settings import (
+    SETTINGS,
+    Issuer,
+    Settings,
+    SettingsError,
+    as_env,
+    load_settings,
+)
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "readme-service.md"
+DOCS = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -211,7 +218,7 @@ def test_every_setting_and_policy_is_documented_in_the_readme() -> None:
     missing = [s.name for s in SETTINGS if not re.search(rf"`{s.env}`", text) or s.name not in text]
     missing += [f"CDS_POLICY_{n.upper()}" for n in SitePolicy.help() if f"CDS_POLICY_{n.upper()}" not in text]
     missing += [v for v in ("CDS_CONFIG", "[[security.issuers]]", "[policy]") if v not in text]
-    assert not missing, f"undocumented in docs/readme-service.md: {missing}"
+    assert not missing, f"undocumented in README.md: {missing}"
 
 
 # -- `cds-service serve`: settings resolved and knowledge checked before binding ----------
@@ -235,11 +242,10 @@ def test_serve_runs_uvicorn_with_the_resolved_settings(monkeypatch: pytest.Monke
     import uvicorn
 
     import cds_service.api
-    import cds_service.commands.serve as serve
 
     ran: dict[str, Any] = {}
-    monkeypatch.setattr(serve, "knowledge_problems", lambda dirs: [])
-    monkeypatch.setattr(cds_service.api, "create_app", lambda settings: ("app", settings))
+    monkeypatch.setattr(cds_service.api, "build_engine", lambda settings: "engine")
+    monkeypatch.setattr(cds_service.api, "create_app", lambda settings, engine: ("app", settings, engine))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(app=app, **kw))
     result = CliRunner().invoke(
         main, ["serve", "--port", "8181"], env={"CDS_DATABASE_URL": "sqlite://", "CDS_HOST": "127.0.0.2"}
@@ -247,6 +253,7 @@ def test_serve_runs_uvicorn_with_the_resolved_settings(monkeypatch: pytest.Monke
     assert result.exit_code == 0, result.output
     assert (ran["host"], ran["port"]) == ("127.0.0.2", 8181)
     assert ran["app"][1].port == 8181 and ran["access_log"] is False
+    assert ran["app"][2] == "engine"  # the knowledge loaded before binding is the one served
 
 
 def test_serve_with_workers_hands_the_settings_to_each_worker_through_the_environment(
@@ -256,13 +263,14 @@ def test_serve_with_workers_hands_the_settings_to_each_worker_through_the_enviro
 
     import uvicorn
 
-    import cds_service.commands.serve as serve
 
     ran: dict[str, Any] = {}
     monkeypatch.setattr(
         os, "environ", {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
     )  # serve sets CDS_*
-    monkeypatch.setattr(serve, "knowledge_problems", lambda dirs: [])
+    import cds_service.api
+
+    monkeypatch.setattr(cds_service.api, "build_engine", lambda settings: "engine")
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(app=app, env=dict(os.environ), **kw))
     result = CliRunner().invoke(
         main,
@@ -276,9 +284,9 @@ def test_serve_with_workers_hands_the_settings_to_each_worker_through_the_enviro
 
 
 def test_an_unusable_database_url_stops_the_start_with_a_message() -> None:
-    from cds_service.api import create_app
-
     from _fakes import FakeEngine
+
+    from cds_service.api import create_app
 
     with pytest.raises(SettingsError, match="database_url"):
         create_app(Settings(database_url="nosuchdialect://u:pw@h/db", knowledge_dirs=()), engine=FakeEngine())

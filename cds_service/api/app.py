@@ -117,7 +117,8 @@ class ServiceState:
             log.error("audit write failed (%s); the hook response was not affected", type(exc).__name__)
 
 
-def _default_engine(settings: Settings) -> Any:
+def build_engine(settings: Settings) -> Any:
+    """Load, validate and compile the knowledge named by ``settings`` (KnowledgeError if bad)."""
     from cds_service.engine import Engine
     from cds_service.knowledge import load_knowledge
 
@@ -136,7 +137,7 @@ def create_app(
     check_startup(settings)
     cds_logging.quiet_http_clients()
     if engine is None:
-        engine = _default_engine(settings)
+        engine = build_engine(settings)
     if store is None:
         settings.ensure_data_dir()
         try:

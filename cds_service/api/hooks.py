@@ -32,7 +32,7 @@ from cds_service.api.envelope import validate_request
 from cds_service.api.errors import JSON, PayloadTooLarge, PrefetchMissing
 from cds_service.errors import MalformedRequest
 from cds_service.record import build_record
-from cds_service.record._fetch import complete_prefetch
+from cds_service.record import complete_prefetch
 from cds_service.store import CardRecord, InvocationRecord
 
 log = logging.getLogger(__name__)

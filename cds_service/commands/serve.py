@@ -11,28 +11,13 @@ environment.
 
 from __future__ import annotations
 
-import inspect
 import os
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import click
 
 from cds_service.errors import KnowledgeError
 from cds_service.settings import Settings, SettingsError, as_env, load_settings
-
-
-def knowledge_problems(dirs: Iterable[Path]) -> list[str]:
-    """Every problem the knowledge validator finds in ``dirs`` (empty = fit to serve)."""
-    try:
-        from cds_service.knowledge import iter_problems
-    except ImportError:  # validator not available: load_knowledge still refuses bad knowledge
-        return []
-    kwargs: dict[str, Any] = {}
-    if "schema" in inspect.signature(iter_problems).parameters:
-        kwargs["schema"] = None  # the R4 JSON-schema pass needs npm; `validate` runs it
-    return [f"{p.file}: {p.element}: {p.message}" for p in iter_problems(tuple(dirs), **kwargs)]
 
 
 def resolve(config: str | None, **cli: Any) -> Settings:
@@ -73,7 +58,7 @@ def serve(
     """Serve the CDS Hooks endpoints (discovery, hooks, feedback, health, metrics)."""
     import uvicorn
 
-    from cds_service.api import create_app
+    from cds_service.api import build_engine, create_app
     from cds_service.api.logging import configure_logging
     from cds_service.api.security import check_startup
 
@@ -90,14 +75,12 @@ def serve(
         check_startup(settings, warn=False)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-    problems = knowledge_problems(settings.knowledge_dirs)
-    if problems:
-        for line in problems:
-            click.echo(line, err=True)
-        raise click.ClickException(
-            f"refusing to start: {len(problems)} knowledge problem(s) listed above; "
-            "fix them (`cds-service validate`)"
-        )
+    try:
+        # Load and compile the knowledge before binding: bad knowledge stops the start
+        # with every problem listed (load_knowledge raises them all at once).
+        engine = build_engine(settings)
+    except (KnowledgeError, SettingsError) as exc:
+        raise click.ClickException(f"refusing to start: {exc}\nRun `cds-service validate`.") from None
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -111,8 +94,4 @@ def serve(
         os.environ.update(as_env(settings))
         uvicorn.run("cds_service.api:app_from_env", factory=True, workers=settings.workers, **common)
         return
-    try:
-        app = create_app(settings)
-    except (KnowledgeError, SettingsError) as exc:
-        raise click.ClickException(f"refusing to start: {exc}") from None
-    uvicorn.run(app, **common)
+    uvicorn.run(create_app(settings, engine=engine), **common)

@@ -14,7 +14,9 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from cds_service.engine import Engine, iter_rule_problems
 from cds_service.errors import SactCdsError
+from cds_service.features import default_registry
 from cds_service.knowledge._base import split_canonical
 from cds_service.knowledge._checks import Problem
 from cds_service.knowledge._loader import Scan, build_knowledge, scan, scan_problems
@@ -28,12 +30,6 @@ def _engine_problems(found: Scan, console: Console) -> list[Problem]:
     ``iter_rule_problems`` lists each rule problem (including what the engine only logs as a
     warning at startup); constructing ``Engine`` proves the service would start.
     """
-    try:
-        from cds_service.engine import Engine, iter_rule_problems
-        from cds_service.features import default_registry
-    except ImportError as exc:  # TODO(lead): remove this guard once cds_service.engine is merged
-        console.print(f"[yellow]note:[/] rule engine not checked ({escape(str(exc))})")
-        return []
     try:
         kb = build_knowledge(found)
         registry = default_registry()

@@ -26,14 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from cds_service.knowledge.terms import UCUM
+from cds_service.knowledge.terms import DOSE_RATE_TYPE, UCUM
 from cds_service.record import PatientRecord
 
 if TYPE_CHECKING:
     from cds_service.features import FeatureContext
 
 #: HL7 terminology: dose-rate-type (calculated | ordered).
-DOSE_RATE_TYPE = "http://terminology.hl7.org/CodeSystem/dose-rate-type"
 #: The case feature $apply takes the patient's BSA from (value in m², evidence = the
 #: BSA Observation or the height/weight it was calculated from).
 BSA_FEATURE = "bsa_m2"

@@ -48,6 +48,26 @@ def memo(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+#: Terminology -> {key: membership}: ValueSet membership of a concept (or a medication
+#: without an external reference) is a pure function of the compiled knowledge, so it is
+#: kept across evaluations; the entry goes with its Terminology. Bounded: cleared when full.
+_SHARED: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], bool]] = weakref.WeakKeyDictionary()
+SHARED_MAX = 50_000
+
+
+def shared(terminology: Any) -> dict[tuple[Any, ...], bool]:
+    """The membership cache of ``terminology`` that outlives one record (see ``_SHARED``)."""
+    try:
+        cache = _SHARED[terminology]
+    except KeyError:
+        cache = _SHARED[terminology] = {}
+    except TypeError:  # an object that cannot be weakly referenced: no sharing
+        return {}
+    if len(cache) > SHARED_MAX:
+        cache.clear()
+    return cache
+
+
 @memo
 def scratch(record: Any, ctx: Any) -> dict[Any, Any]:
     """A mutable cache shared by the helpers for one record and context (e.g. ValueSet

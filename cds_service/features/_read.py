@@ -10,6 +10,7 @@ calendar date *as recorded* (the clinical day), not the UTC day.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
@@ -28,6 +29,13 @@ def parse_datetime(value: Any) -> datetime | None:
     """A FHIR date/dateTime/instant as an aware datetime (naive -> UTC); None if unreadable."""
     if not isinstance(value, str) or not value:
         return None
+    return _parse_datetime(value)
+
+
+@functools.lru_cache(maxsize=16384)
+def _parse_datetime(value: str) -> datetime | None:
+    # Cached: a record repeats the same dates hundreds of times (a panel of six results
+    # per day) and datetimes are immutable; bounded, so hostile input cannot grow it.
     text = value.strip()
     partial = _PARTIAL.match(text)
     if partial:

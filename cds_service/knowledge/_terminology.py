@@ -440,7 +440,7 @@ def _resolve(
 class Terminology:
     """ValueSet membership, compiled once from the knowledge package's ValueSets/CodeSystems."""
 
-    __slots__ = ("_matchers", "_versions")
+    __slots__ = ("_matchers", "_versions", "__weakref__")  # weakref: features cache membership per Terminology
 
     def __init__(self, matchers: Mapping[str, _Matcher], versions: Mapping[str, str | None]) -> None:
         self._matchers = dict(matchers)

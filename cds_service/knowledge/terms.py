@@ -41,6 +41,7 @@ SNOMED: Final = "http://snomed.info/sct"
 ATC: Final = "http://www.whocc.no/atc"
 RXNORM: Final = "http://www.nlm.nih.gov/research/umls/rxnorm"
 UCUM: Final = "http://unitsofmeasure.org"
+DOSE_RATE_TYPE: Final = "http://terminology.hl7.org/CodeSystem/dose-rate-type"
 NCIT: Final = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
 ICD10CM: Final = "http://hl7.org/fhir/sid/icd-10-cm"
 
