@@ -10,6 +10,8 @@ import importlib
 
 import click
 
+from cds_service.commands import CONTEXT_SETTINGS
+
 #: command name -> module under cds_service.commands exporting a click command of that name
 COMMANDS: dict[str, str] = {
     "serve": "serve",
@@ -35,7 +37,7 @@ class _LazyGroup(click.Group):
         return getattr(module, module_name)
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="sact-cds", prog_name="cds-service")
 def main() -> None:
     """CDS Hooks service and FHIR knowledge tooling for SACT decision support."""

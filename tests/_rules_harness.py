@@ -3,8 +3,9 @@
 Used by ``tests/test_features_*.py``: records are built with ``PatientRecord(...)``
 directly, from small resource builders with dates relative to a fixed evaluation time
 ``NOW``; terminology is the real ``Terminology`` compiled from
-``plan_definitions/terminology`` (and our CodeSystems), so the tests exercise the
-ValueSets the service ships. The per-rule scenarios (``tests/scenarios``) are replayed by
+``plan_definitions/terminology`` (and our CodeSystems), and the regimens are the shipped
+``plan_definitions/regimen`` PlanDefinitions read as schedules, so the tests exercise the
+ValueSets and regimens the service ships. The per-rule scenarios (``tests/scenarios``) are replayed by
 the conftest collector through ``cds_service.replay``, not from here.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.features import FeatureContext, FeatureValue, SitePolicy
-from cds_service.knowledge import Terminology
+from cds_service.knowledge import KnowledgeBase, RegimenSchedule, Terminology, regimen_schedule
 from cds_service.record import DataNote, PatientRecord, reference_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,8 +57,30 @@ def terminology() -> Terminology:
     return Terminology.from_resources(json.loads(f.read_text(encoding="utf-8")) for f in files)
 
 
-def ctx(now: datetime = NOW, **policy: Any) -> FeatureContext:
-    return FeatureContext(now, terminology(), replace(SitePolicy(), **policy))
+def regimen_resources() -> dict[str, dict[str, Any]]:
+    """canonical url -> resource of every shipped regimen artifact (fresh copies: tests may edit them)."""
+    out = {}
+    for path in sorted((REPO / "plan_definitions" / "regimen").glob("*.json")):
+        res = json.loads(path.read_text(encoding="utf-8"))
+        out[res["url"]] = res
+    return out
+
+
+def regimens_from(resources: Mapping[str, dict[str, Any]]) -> dict[str, RegimenSchedule]:
+    """Every clinical-protocol PlanDefinition of ``resources`` as a schedule, as the engine builds them."""
+    kb = KnowledgeBase("0.1.0", resources)
+    return {pd["url"]: regimen_schedule(kb, pd) for pd in kb.regimen_plans()}
+
+
+@cache
+def shipped_regimens() -> Mapping[str, RegimenSchedule]:
+    return regimens_from(regimen_resources())
+
+
+def ctx(now: datetime = NOW, *, regimens: Mapping[str, RegimenSchedule] | None = None, **policy: Any) -> FeatureContext:
+    """A context with the real terminology and the shipped regimens (or ``regimens``)."""
+    return FeatureContext(now, terminology(), replace(SitePolicy(), **policy),
+                          shipped_regimens() if regimens is None else regimens)
 
 
 def day(offset: int = 0) -> str:

@@ -227,3 +227,21 @@ def test_check_writes_nothing_and_output_option_chooses_the_file(covered_root: P
     assert run("--root", str(covered_root), "--output", str(other)).exit_code == 0
     assert other.read_text(encoding="utf-8").startswith("# Traceability")
     assert not (covered_root / "docs" / "traceability.md").exists()
+
+
+def test_the_shipped_traceability_table_is_current_and_covers_every_source_line() -> None:
+    """CI's staleness check: docs/traceability.md is what `cds-service trace` generates
+    from the shipped artifacts, and no source line is left without a mapping or a reason."""
+    result = CliRunner().invoke(main, ["trace", "--check"])
+    assert result.exit_code == 0, result.output
+    assert build_trace(REPO_ROOT).uncovered() == []
+
+
+SHARED_SOURCES = REPO_ROOT.parent / "shared" / "sources"
+
+
+@pytest.mark.skipif(not SHARED_SOURCES.is_dir(), reason="no ../shared/sources beside this checkout")
+@pytest.mark.parametrize("name", ["nhs-cdf-ino2-criteria.txt", "nz-regimen-inotuzumab-not-in-cr.txt"])
+def test_the_provenance_copy_of_each_source_is_the_shared_original(name: str) -> None:
+    ours = (REPO_ROOT / "provenance" / "sources" / name).read_bytes()
+    assert ours == (SHARED_SOURCES / name).read_bytes()

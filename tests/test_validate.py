@@ -337,7 +337,7 @@ def test_the_knowledge_package_exports_its_documented_api() -> None:
     import cds_service.knowledge as knowledge
 
     assert knowledge.__all__ == sorted(knowledge.__all__) == [
-        "KNOWLEDGE_DIRS", "KnowledgeBase", "Problem", "Terminology", "iter_problems",
-        "load_knowledge", "split_canonical", "transaction_bundle",
+        "CycleDefinition", "KNOWLEDGE_DIRS", "KnowledgeBase", "Problem", "RegimenSchedule", "Terminology",
+        "iter_problems", "load_knowledge", "regimen_schedule", "split_canonical", "transaction_bundle",
     ]
     assert all(hasattr(knowledge, name) for name in knowledge.__all__)

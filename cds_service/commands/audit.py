@@ -13,11 +13,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from cds_service.commands import CONTEXT_SETTINGS
 from cds_service.commands.serve import resolve
 from cds_service.settings import mask_url
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--limit", type=int, default=20, show_default=True, help="How many recent invocations and feedback items."
 )

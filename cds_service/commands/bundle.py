@@ -10,11 +10,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from cds_service.commands import CONTEXT_SETTINGS
 from cds_service.errors import KnowledgeError
 from cds_service.knowledge import load_knowledge, transaction_bundle
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
               help="File to write the transaction Bundle (JSON) to; '-' for stdout.")
 @click.option("--knowledge", "knowledge", multiple=True, type=click.Path(path_type=Path),

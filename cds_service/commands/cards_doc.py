@@ -6,8 +6,10 @@ from pathlib import Path
 
 import click
 
+from cds_service.commands import CONTEXT_SETTINGS
 
-@click.command("cards-doc")
+
+@click.command("cards-doc", context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--knowledge",
     "knowledge_dirs",

@@ -15,6 +15,8 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
+from cds_service.commands import CONTEXT_SETTINGS
+
 
 def replace_marked(text: str, name: str, body: str) -> str:
     """Put ``body`` between the ``name`` markers of ``text`` (ValueError if they are missing)."""
@@ -77,7 +79,7 @@ def render(text: str) -> str:
     return text
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("path", default="README.md", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--check", is_flag=True, help="Do not write; exit 1 if a generated section is stale.")
 def readme(path: Path, check: bool) -> None:

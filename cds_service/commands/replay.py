@@ -20,9 +20,15 @@ from typing import Any
 import click
 from rich.console import Console
 
+from cds_service.commands import CONTEXT_SETTINGS
 from cds_service.errors import SactCdsError
 from cds_service.replay import dates, report, run
-from cds_service.replay.scenario import Scenario, ScenarioError, collect_paths, load_scenario
+from cds_service.replay.scenario import (
+    Scenario,
+    ScenarioError,
+    collect_paths,
+    load_scenario,
+)
 
 
 class UsageProblem(click.ClickException):
@@ -109,7 +115,7 @@ async def _replay(
             return await run.replay_all(replayer, scenarios, now, advance=advance)
 
 
-@click.command("replay")
+@click.command("replay", context_settings=CONTEXT_SETTINGS)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=str))
 @click.option("--url", metavar="URL", help="Base URL of a running service (local or remote). Default: the bundled service in-process.")
 @click.option("--jwt-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="PEM",

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from cds_service.commands import CONTEXT_SETTINGS
 from cds_service.errors import KnowledgeError
 from cds_service.settings import Settings, SettingsError, as_env, load_settings
 
@@ -27,7 +28,7 @@ def resolve(config: str | None, **cli: Any) -> Settings:
         raise click.ClickException(f"bad configuration: {exc}") from None
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--host", help="Address to bind [default: 127.0.0.1].")
 @click.option("--port", type=int, help="Port to bind [default: 8080].")
 @click.option(
@@ -59,6 +60,7 @@ def serve(
     import uvicorn
 
     from cds_service.api import build_engine, create_app
+    from cds_service.api.app import tune_gc
     from cds_service.api.logging import configure_logging
     from cds_service.api.security import check_startup
 
@@ -94,4 +96,6 @@ def serve(
         os.environ.update(as_env(settings))
         uvicorn.run("cds_service.api:app_from_env", factory=True, workers=settings.workers, **common)
         return
-    uvicorn.run(create_app(settings, engine=engine), **common)
+    app = create_app(settings, engine=engine)
+    tune_gc()
+    uvicorn.run(app, **common)

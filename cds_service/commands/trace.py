@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from cds_service.commands import CONTEXT_SETTINGS
 from cds_service.knowledge._traceability import (
     REPO_ROOT,
     TRACE_FILE,
@@ -35,7 +36,7 @@ def _uncovered_message(trace: Trace) -> str | None:
     )
 
 
-@click.command("trace")
+@click.command("trace", context_settings=CONTEXT_SETTINGS)
 @click.option("--check", is_flag=True,
               help="Do not write; exit 1 if the output file is stale or anything is unmapped "
                    "or wrong (for CI).")

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from cds_service.commands import CONTEXT_SETTINGS
 from cds_service.engine import Engine, iter_rule_problems
 from cds_service.errors import SactCdsError
 from cds_service.features import default_registry
@@ -47,7 +48,7 @@ def _engine_problems(found: Scan, console: Console) -> list[Problem]:
     return [Problem(file_of(m), "", f"rule engine: {m}") for m in messages]
 
 
-@click.command()
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--knowledge", "knowledge", multiple=True, type=click.Path(path_type=Path),
     help="Knowledge directory (repeatable). Default: the shipped plan_definitions/ and "

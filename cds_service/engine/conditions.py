@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ from antlr4 import CommonTokenStream, InputStream
 from antlr4.error.ErrorListener import ErrorListener
 from fhirpathpy.engine.invocations import invocation_registry
 from fhirpathpy.engine.nodes import FP_Type, ResourceNode
+from fhirpathpy.engine.util import set_paths as _FhirpathFunction
 from fhirpathpy.parser import parse as _fhirpathpy_parse
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
@@ -148,7 +150,10 @@ class _CollectErrors(ErrorListener):
         self.errors.append(f"column {column + 1}: {msg}")
 
 
+@functools.lru_cache(maxsize=1024)
 def _strict_parse(expression: str) -> tuple[Any, list[str]]:
+    # cached: a condition is parsed whole (conjuncts) and then checked (syntax_errors);
+    # callers only read the tree and the errors
     listener = _CollectErrors()
     lexer = FHIRPathLexer(InputStream(expression))
     lexer.removeErrorListeners()
@@ -158,6 +163,13 @@ def _strict_parse(expression: str) -> tuple[Any, list[str]]:
     parser.addErrorListener(listener)
     tree = parser.entireExpression()
     return tree, listener.errors
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(expression: str) -> Any:
+    """fhirpathpy's AST of ``expression``, parsed once per process: the two hooks' plans
+    share most rules (callers get a deep copy)."""
+    return _fhirpathpy_parse(expression)
 
 
 def syntax_errors(expression: str) -> list[str]:
@@ -205,7 +217,7 @@ def compile_expression(
     errors = syntax_errors(expression)
     if errors:
         raise ExpressionCompileError(f"{where}: FHIRPath syntax error, " + "; ".join(errors), **loc)
-    tree = _fhirpathpy_parse(expression)
+    tree = copy.deepcopy(_parsed(expression))
     variables, features, functions, bare_features = _scan(tree)
     unknown_vars = sorted(variables - VARIABLES)
     if unknown_vars:
@@ -236,7 +248,9 @@ def compile_expression(
                 f"{where}: no case feature named {', '.join(repr(m) for m in missing)}", **loc
             )
     try:
-        fn = fhirpathpy.compile(expression, None)
+        # what fhirpathpy.compile does, on a copy of the tree parsed above instead of a
+        # third parse (ANTLR parsing dominates the engine's start-up: bench/, issue 6)
+        fn = _FhirpathFunction(fhirpathpy.apply_parsed_path, parsedPath=copy.deepcopy(tree), model=None, options=None)
     except Exception as exc:  # the lexer raises on e.g. an unterminated string
         raise ExpressionCompileError(f"{where}: {type(exc).__name__}: {exc}", **loc) from exc
     return CompiledExpression(

@@ -1,7 +1,9 @@
 """The engine: rule PlanDefinitions + a patient's record -> CDS Hooks cards.
 
-``Engine(kb)`` compiles every rule PlanDefinition once (_rules.py) and refuses bad
-knowledge with a KnowledgeError naming every problem. ``Engine.evaluate`` then:
+``Engine(kb)`` compiles every rule PlanDefinition once (_rules.py), reads every
+clinical-protocol PlanDefinition into a regimen schedule once (knowledge/_regimen.py: the
+features' ``ctx.regimens``, so a new regimen is new JSON), and refuses bad knowledge with
+a KnowledgeError naming every problem. ``Engine.evaluate`` then:
 
 1. computes the case features the service's rules read, each once; a feature that raises
    or returns something else than a FeatureValue is ``unknown`` with a note (and a log line
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from time import perf_counter
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from cds_service.engine import cards
@@ -43,11 +46,12 @@ from cds_service.engine.discovery import ServiceDefinition, prefetch_templates, 
 from cds_service.engine.suggestions import build_suggestions
 from cds_service.errors import KnowledgeError, SactCdsError, UnknownArtifact
 from cds_service.features import Evidence, FeatureContext, FeatureRegistry, FeatureValue, SitePolicy
+from cds_service.knowledge import regimen_schedule
 from cds_service.knowledge.terms import PRIORITY_TO_INDICATOR
 from cds_service.record import PatientRecord
 
 if TYPE_CHECKING:
-    from cds_service.knowledge import KnowledgeBase
+    from cds_service.knowledge import KnowledgeBase, RegimenSchedule
 
 log = logging.getLogger("sact_cds.engine")
 
@@ -90,6 +94,10 @@ class Engine:
         self.policy = policy or SitePolicy()
         self._policy_json = self.policy.as_json()
         errors, warnings, self._plans, self.services = _build(kb, registry)
+        regimens, regimen_errors = _regimens(kb)
+        errors.extend(regimen_errors)
+        #: canonical url (without version) -> schedule of every clinical-protocol PlanDefinition
+        self.regimens: Mapping[str, RegimenSchedule] = MappingProxyType(regimens)
         for warning in warnings:
             log.warning("%s", warning)
         if errors:
@@ -129,7 +137,7 @@ class Engine:
             raise ValueError(f"service {service_id} does not serve hook {hook!r}")
         rules, feature_names, used = plan.for_hook(hook)
         now_iso = iso_instant(now)
-        ctx = FeatureContext(now, self.kb.terminology, self.policy)
+        ctx = FeatureContext(now, self.kb.terminology, self.policy, self.regimens)
         values = {name: self._feature(name, record, ctx) for name in feature_names}
         t1 = perf_counter()
 
@@ -402,6 +410,19 @@ def _resolver(kb: KnowledgeBase):
     return resolve
 
 
+def _regimens(kb: KnowledgeBase) -> tuple[dict[str, RegimenSchedule], list[SactCdsError]]:
+    """Every clinical-protocol PlanDefinition as a schedule, by canonical url: (schedules,
+    errors). A regimen that cannot be read is an error, not a regimen quietly left out."""
+    schedules: dict[str, RegimenSchedule] = {}
+    errors: list[SactCdsError] = []
+    for pd in kb.regimen_plans():
+        try:
+            schedules[str(pd.get("url"))] = regimen_schedule(kb, pd)
+        except SactCdsError as exc:
+            errors.append(exc)
+    return schedules, errors
+
+
 def _build(
     kb: KnowledgeBase, registry: FeatureRegistry | None
 ) -> tuple[list[SactCdsError], list[str], dict[str, RulePlan], list[ServiceDefinition]]:
@@ -442,6 +463,7 @@ def iter_rule_problems(kb: KnowledgeBase, registry: FeatureRegistry | None = Non
     warns about at startup (a title too long for a card summary)."""
     try:
         errors, warnings, plans, _ = _build(kb, registry)
+        errors += _regimens(kb)[1]
     except Exception as exc:  # noqa: BLE001 - a validator reports, it does not crash
         yield f"engine could not read the rules: {type(exc).__name__}: {exc}"
         return

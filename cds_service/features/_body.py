@@ -5,14 +5,15 @@ clinical.md §2.5). It is **not** computed from height and weight: no BSA formul
 (Mosteller, Du Bois, ...) is in the project's sources, so none is encoded; a missing BSA
 is a visible problem, never a guessed one. Height, weight and BSA older than
 ``SitePolicy.bsa_max_age_days`` on the day of the dose count as missing (issue 3,
-bsa-dose). The mg/m² the regimen prescribes for each day lives in the rule
-PlanDefinition; here only the order's own numbers are read.
+bsa-dose). The mg/m² the regimen prescribes for each dose is read from the regimen
+PlanDefinitions (``ctx.regimens``: knowledge/_regimen.py), never written here; the rule
+PlanDefinition compares the order with it.
 """
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cds_service.features import _valuesets as vs
 from cds_service.features._course import course
@@ -23,6 +24,10 @@ from cds_service.features._memo import memo
 from cds_service.features._registry import Evidence, FeatureContext, FeatureValue, feature
 from cds_service.features._response import response_status
 from cds_service.record import PatientRecord, reference_of
+
+if TYPE_CHECKING:
+    from cds_service.features._course import Placement
+    from cds_service.knowledge import RegimenSchedule
 
 _M2 = {"m2", "m^2", "m²", "[m2]"}
 
@@ -95,19 +100,69 @@ def body_measurements(record: PatientRecord, ctx: FeatureContext, on: date) -> t
     return value, evidence
 
 
+def _short(url: str) -> str:
+    return url.rsplit("/", 1)[-1]
+
+
+def _dose_days(schedule: RegimenSchedule, number: int) -> str:
+    definition = schedule.cycle(number)
+    days = []
+    for day in definition.dose_days:
+        window = definition.dose_windows.get(day)
+        days.append(f"{day} (days {window[0]}-{window[1]})" if window else str(day))
+    return ", ".join(days)
+
+
+def regimen_dose(ctx: FeatureContext, p: Placement, in_cr_cri: bool | None) -> tuple[float | None, str | None, str | None]:
+    """(mg/m² the regimen prescribes for dose ``p``, the regimen's url, why it is None).
+
+    Cycle 1 is the same for all patients (NZ: "Cycle 1 is the same for all patients"):
+    the not-in-CR regimen. Later cycles follow the regimen for the response: in CR/CRi
+    the CR/CRi regimen, else the not-in-CR one (NZ: "if CR or CRi achieved after a cycle
+    of treatment subsequent cycles should be given as per regimen for CR or CRi
+    achieved"). With the response unknown the dose is known only where both regimens
+    agree for that day; otherwise None and the reason says to document the response.
+    """
+    assert p.cycle_number is not None and p.day_of_cycle is not None
+    number, day = p.cycle_number, p.day_of_cycle
+    urls = ([vs.REGIMEN_NOT_IN_CR] if number == 1 or in_cr_cri is False
+            else [vs.REGIMEN_CR_CRI] if in_cr_cri is True else [vs.REGIMEN_NOT_IN_CR, vs.REGIMEN_CR_CRI])
+    missing = [u for u in urls if u not in ctx.regimens]
+    if missing:
+        return None, None, (f"the regimen {', '.join(missing)} is not loaded, so the mg/m² for cycle {number} "
+                            f"day {day} is unknown (knowledge package incomplete: run `cds-service validate`)")
+    schedules = [ctx.regimens[u] for u in urls]
+    values = {s.mg_per_m2(number, day) for s in schedules}
+    if None in values:
+        off = next(s for s in schedules if s.mg_per_m2(number, day) is None)
+        return None, None, (f"day {day} of cycle {number} is not a dose day of the regimen {_short(off.url)} "
+                            f"(inotuzumab on days {_dose_days(off, number)}), so the mg/m² for it is "
+                            "unknown: check the date of the dose")
+    if len(values) > 1:
+        return None, None, (f"the mg/m² for cycle {number} day {day} depends on the response to the previous "
+                            "cycle (CR/CRi or not), which is not recorded: document the response on the INO2 form")
+    return values.pop(), (urls[0] if len(urls) == 1 else None), None
+
+
 @feature("bsa_dose")
 def bsa_dose(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
-    """The selected inotuzumab doses with the patient's BSA and the ordered dose per m².
+    """The selected inotuzumab doses with the patient's BSA, the ordered dose per m² and
+    the regimen's dose per m² for that cycle and day.
 
-    NZ regimen entry: inotuzumab is dosed in mg/m² ("0.8 mg/m²" day 1, "0.5 mg/m²" days
-    8 and 15); issue 3: warn when the ordered dose differs from BSA × mg/m² for that day
-    by more than the site tolerance, or when height/weight/BSA is missing or too old.
+    NZ regimen entry: inotuzumab is dosed in mg/m² per day of the cycle; issue 3: warn
+    when the ordered dose differs from BSA × mg/m² for that day by more than the site
+    tolerance, or when height/weight/BSA is missing or too old. The mg/m² for the day is
+    the regimen's (``regimen_dose``: cycle 1 and not in CR/CRi -> the not-in-CR regimen,
+    in CR/CRi -> the CR/CRi regimen; a dose moved inside the regimen's window for a dose
+    day counts as that day), never the order's own statement.
     Value: ``doses`` (each: order, date, dose_mg, stated_mg_m2 (the mg/m² the order
     itself states, else None), bsa_m2, mg_per_m2 = dose_mg / bsa_m2, cycle_number,
-    day_of_cycle, in_cr_cri: the response, for the day-1 dose of later cycles), ``bsa_m2``,
-    dates, ``problems`` (what stops the check), ``tolerance_percent``. The rule compares
-    mg_per_m2 with the day's mg/m². Always ``met`` when a dose is selected: what cannot be
-    checked is listed in ``problems`` (and is None in the dose), never hidden.
+    day_of_cycle, in_cr_cri, regimen_mg_m2 (the regimen's mg/m² for this dose, None when
+    unknown), regimen (short name of that regimen), not_in_cr_mg_m2 (the not-in-CR
+    regimen's mg/m² for that cycle and day: what the remission-dosing rule compares
+    with)), ``bsa_m2``, dates, ``problems`` (what stops the check), ``tolerance_percent``.
+    Always ``met`` when a dose is selected: what cannot be checked (a regimen dose that is
+    unknown included) is listed in ``problems`` and is None in the dose, never hidden.
     """
     c = course(record, ctx)
     if not c.selected:
@@ -117,6 +172,8 @@ def bsa_dose(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
     value, evidence = body_measurements(record, ctx, on)
     problems: list[str] = value["problems"]
     response = response_status(record, ctx).value or {}
+    in_cr_cri = response.get("in_cr_cri")
+    not_in_cr = ctx.regimens.get(vs.REGIMEN_NOT_IN_CR)
     bsa = value["bsa_m2"]
     doses = []
     for p in c.selected:
@@ -124,13 +181,16 @@ def bsa_dose(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
         if dose.problem:
             problems.append(f"{p.reference}: {dose.problem}")
         known_cycle = c.problem is None
-        if dose.mg_per_m2 is None and (not known_cycle or (p.day_of_cycle == 1 and p.cycle_number > 1
-                                                           and response.get("in_cr_cri") is None)):
-            problems.append(
-                f"{p.reference} states no dose in mg/m², and the mg/m² for that day is unknown "
-                + ("(the cycle cannot be placed: " + str(c.problem) + ")" if not known_cycle
-                   else "(day 1 of a later cycle: the response, CR/CRi or not, is not recorded)")
-            )
+        regimen_mg_m2 = regimen_url = not_in_cr_mg_m2 = None
+        if not known_cycle:
+            problems.append(f"{p.reference}: the mg/m² for that day is unknown (the cycle cannot be placed: "
+                            f"{c.problem})")
+        else:
+            regimen_mg_m2, regimen_url, why = regimen_dose(ctx, p, in_cr_cri)
+            if why:
+                problems.append(f"{p.reference}: {why}")
+            if not_in_cr is not None:
+                not_in_cr_mg_m2 = not_in_cr.mg_per_m2(p.cycle_number, p.day_of_cycle)
         doses.append({
             "order": p.reference,
             "date": p.day.isoformat(),
@@ -140,7 +200,10 @@ def bsa_dose(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
             "mg_per_m2": round(dose.mg / bsa, 6) if dose.mg is not None and bsa else None,
             "cycle_number": p.cycle_number if known_cycle else None,
             "day_of_cycle": p.day_of_cycle if known_cycle else None,
-            "in_cr_cri": response.get("in_cr_cri"),
+            "in_cr_cri": in_cr_cri,
+            "regimen_mg_m2": regimen_mg_m2,
+            "regimen": _short(regimen_url) if regimen_url else None,
+            "not_in_cr_mg_m2": not_in_cr_mg_m2,
         })
     value.update({"doses": doses, "tolerance_percent": ctx.policy.bsa_dose_tolerance_percent})
     # Problems are part of the value (the rule shows them); the doses that can be checked

@@ -11,7 +11,7 @@ inotuzumab is drafted or its course is still running.
 from __future__ import annotations
 
 from cds_service.features import _valuesets as vs
-from cds_service.features._course import course, expected_length
+from cds_service.features._course import course
 from cds_service.features._medications import active, drafted, is_selected, matches, planned_date
 from cds_service.features._orders import ino_draft_doses
 from cds_service.features._read import medication_name, unavailable
@@ -120,9 +120,9 @@ def other_sact(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
 
     INO2: "Inotuzumab ozogamicin will be used as monotherapy". The inotuzumab course
     counts as running while an inotuzumab order is active or the current cycle has not
-    reached its expected length (21/28 days, NZ entry). Premedication (loratadine,
-    paracetamol, dexamethasone) is not counted. Value: ``conflict``, ``drafted``,
-    ``active`` (references), ``ino_course_running``.
+    reached its expected length (the regimen's cycle length: 21/28 days in the NZ entry).
+    Premedication (loratadine, paracetamol, dexamethasone) is not counted. Value:
+    ``conflict``, ``drafted``, ``active`` (references), ``ino_course_running``.
     """
     ino_drafts = ino_draft_doses(record, ctx)
     ino_selected = any(d.selected for d in ino_drafts)
@@ -134,7 +134,8 @@ def other_sact(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
     c = course(record, ctx)
     last = c.last_given
     running = bool(_active_ino_orders(record, ctx)) or (
-        last is not None and (ctx.now.date() - last.cycle_start).days < expected_length(last.cycle_number)
+        last is not None and last.cycle_start is not None and last.cycle_length is not None
+        and (ctx.now.date() - last.cycle_start).days < last.cycle_length
     )
     evidence = [Evidence(d.describe(), d.reference, d.day.isoformat()) for d in ino_drafts]
     evidence += _describe(others_drafted, record, "drafted in this session")
@@ -142,7 +143,7 @@ def other_sact(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
     conflict = (ino_selected and bool(others_drafted or others_active)) or (
         bool(others_selected) and (bool(ino_drafts) or running)
     )
-    if running and last is not None:
+    if running and last is not None and last.cycle_start is not None:
         evidence.append(Evidence(f"Inotuzumab cycle {last.cycle_number} started {last.cycle_start.isoformat()}",
                                  last.reference))
     value = {

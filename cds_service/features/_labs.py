@@ -58,17 +58,25 @@ def _usable_observations(record: PatientRecord, ctx: FeatureContext) -> tuple[tu
 
 
 @memo
+def _usable_by_code(record: PatientRecord, ctx: FeatureContext) -> tuple[tuple[Any, tuple[int, ...]], ...]:
+    """Positions in :func:`_usable_observations` of each distinct code key, in order of
+    first appearance (a record repeats a few lab codes hundreds of times)."""
+    groups: dict[Any, list[int]] = {}
+    for i, (_, _, key) in enumerate(_usable_observations(record, ctx)):
+        groups.setdefault(key, []).append(i)
+    return tuple((key, tuple(positions)) for key, positions in groups.items())
+
+
+@memo
 def observations(record: PatientRecord, ctx: FeatureContext, valueset: str) -> tuple[tuple[datetime, Resource], ...]:
     """Results in ``valueset`` up to now, newest first (undated ones are not usable)."""
-    member: dict[Any, bool] = {}
-    out = []
-    for when, obs, key in _usable_observations(record, ctx):
-        hit = member.get(key)
-        if hit is None:
-            hit = member[key] = in_valueset(record, ctx, valueset, obs.get("code"), key)
-        if hit:
-            out.append((when, obs))
-    return tuple(out)
+    usable = _usable_observations(record, ctx)
+    picked: list[int] = []
+    for key, positions in _usable_by_code(record, ctx):
+        if in_valueset(record, ctx, valueset, usable[positions[0]][1].get("code"), key):
+            picked.extend(positions)
+    picked.sort()
+    return tuple((usable[i][0], usable[i][1]) for i in picked)
 
 
 def _norm_unit(unit: str) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from cds_service.features._memo import memo, scratch
+from cds_service.features._memo import memo, scratch, shared
 from cds_service.features._read import concept_key, effective, is_void, parse_date, parse_datetime, quantity
 from cds_service.record import PatientRecord, Resource, reference_of
 
@@ -55,13 +55,40 @@ def _medication_key(resource: Resource) -> tuple[Any, ...]:
             contained, routes)
 
 
+def _key_of(cache: dict[Any, Any], resource: Resource) -> tuple[tuple[Any, ...], int]:
+    """The resource's :func:`_medication_key`, read once per resource of the record, and
+    a small number standing for it in this record (cheaper to hash on every lookup). The
+    entry holds the resource, so an id is only trusted for the object it was taken from."""
+    slot = ("medkey", id(resource))
+    seen = cache.get(slot)
+    if seen is not None and seen[0] is resource:
+        return seen[1], seen[2]
+    key = _medication_key(resource)
+    numbers = cache.setdefault("medkeys", {})
+    number = numbers.setdefault(key, len(numbers))
+    cache[slot] = (resource, key, number)
+    return key, number
+
+
 def matches(ctx: FeatureContext, valueset: str, resource: Resource, record: PatientRecord) -> bool:
-    """``terminology.matches_medication``, cached per distinct medication for this record."""
+    """``terminology.matches_medication``, cached per distinct medication for this record
+    and, when the medication does not depend on the record (no reference other than to a
+    contained Medication), across records too."""
     cache = scratch(record, ctx)
-    key = ("med", valueset, _medication_key(resource))
-    hit = cache.get(key)
+    key, number = _key_of(cache, resource)
+    slot = ("med", valueset, number)
+    hit = cache.get(slot)
     if hit is None:
-        hit = cache[key] = bool(ctx.terminology.matches_medication(valueset, resource, record))
+        ref = key[1]
+        if ref is None or (isinstance(ref, str) and ref.startswith("#")):
+            common = shared(ctx.terminology)
+            full = ("med", valueset, key)
+            hit = common.get(full)
+            if hit is None:
+                hit = common[full] = bool(ctx.terminology.matches_medication(valueset, resource, record))
+        else:
+            hit = bool(ctx.terminology.matches_medication(valueset, resource, record))
+        cache[slot] = hit
     return hit
 
 
@@ -103,16 +130,31 @@ def active(record: PatientRecord, ctx: FeatureContext, valueset: str) -> tuple[R
 
 
 @memo
-def history(record: PatientRecord, ctx: FeatureContext, valueset: str) -> tuple[Resource, ...]:
-    """Every non-void, non-draft medication resource in ``valueset`` (module docstring)."""
-    out: list[Resource] = []
+def _history_candidates(
+    record: PatientRecord, ctx: FeatureContext
+) -> tuple[tuple[tuple[Resource, int], ...], tuple[tuple[int, Resource], ...]]:
+    """The non-void, non-draft medication resources in history order, each with the
+    number of its medication key, and one resource per distinct key (read once per
+    record: the ValueSets asked about are then matched per distinct medication)."""
+    cache = scratch(record, ctx)
+    rows: list[tuple[Resource, int]] = []
+    first: dict[int, Resource] = {}
     for rtype in MEDICATION_TYPES:
         for res in record.of_type(rtype):
             if is_void(res) or res.get("status") == "draft" or res.get("status") == "intended":
                 continue
-            if matches(ctx, valueset, res, record):
-                out.append(res)
-    return tuple(out)
+            _, number = _key_of(cache, res)
+            rows.append((res, number))
+            first.setdefault(number, res)
+    return tuple(rows), tuple(first.items())
+
+
+@memo
+def history(record: PatientRecord, ctx: FeatureContext, valueset: str) -> tuple[Resource, ...]:
+    """Every non-void, non-draft medication resource in ``valueset`` (module docstring)."""
+    rows, distinct = _history_candidates(record, ctx)
+    hits = {number for number, res in distinct if matches(ctx, valueset, res, record)}
+    return tuple(res for res, number in rows if number in hits)
 
 
 def medication_date(resource: Resource) -> date | None:

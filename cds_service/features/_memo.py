@@ -6,7 +6,7 @@ are read by four. Recomputing them made one evaluation of a real-sized record (~
 resources) take ~0.4 s. :func:`memo` keeps each helper's result for the lifetime of the
 record object it was computed from (a weak reference: the entry goes when the record
 does), keyed by the context values that can change the result (``now``, the
-terminology, the site policy) and the helper's further arguments. Memoised helpers must
+terminology, the site policy, the regimens) and the helper's further arguments. Memoised helpers must
 return values their callers never mutate (tuples, frozen objects).
 """
 
@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: id(record) -> {key: result}; each entry is removed when its record is collected.
-_STORES: dict[int, dict[tuple[Any, ...], Any]] = {}
+#: id(record) -> {context values: {(helper, args): result}, id(context): (context, that dict)};
+#: each entry is removed when its record is collected.
+_STORES: dict[int, dict[Any, Any]] = {}
 
 
-def _store(record: object) -> dict[tuple[Any, ...], Any]:
+def _store(record: object) -> dict[Any, Any]:
     key = id(record)
     store = _STORES.get(key)
     if store is None:
@@ -32,17 +33,32 @@ def _store(record: object) -> dict[tuple[Any, ...], Any]:
     return store
 
 
+def _results(record: object, ctx: Any) -> dict[tuple[Any, ...], Any]:
+    """The results kept for ``record`` under the context values that can change them
+    (``now``, the terminology, the site policy, the regimens). Found by the context object's identity
+    first (the context is kept alive with its entry, so its id is not reused), since
+    hashing the policy on every call of a helper costs more than the helper's lookup."""
+    store = _store(record)
+    seen = store.get(id(ctx))
+    if seen is not None and seen[0] is ctx:
+        return seen[1]
+    results = store.setdefault((ctx.now, id(ctx.terminology), ctx.policy, id(ctx.regimens)), {})
+    store[id(ctx)] = (ctx, results)
+    return results
+
+
 def memo(fn: F) -> F:
     """Memoise ``fn(record, ctx, *args)`` per record (module docstring)."""
+    name = fn.__qualname__
 
     @functools.wraps(fn)
     def wrapper(record: Any, ctx: Any, *args: Any) -> Any:
-        store = _store(record)
-        key = (fn.__qualname__, ctx.now, id(ctx.terminology), ctx.policy, args)
+        results = _results(record, ctx)
+        key = (name, args)
         try:
-            return store[key]
+            return results[key]
         except KeyError:
-            result = store[key] = fn(record, ctx, *args)
+            result = results[key] = fn(record, ctx, *args)
             return result
 
     return wrapper  # type: ignore[return-value]

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from cds_service.features._memo import scratch
+from cds_service.features._memo import scratch, shared
 from cds_service.record import PatientRecord, Resource, reference_of
 
 _PARTIAL = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
@@ -114,13 +114,16 @@ def is_asserted(condition: Mapping[str, Any]) -> bool:
 
 def concept_key(concept: Any) -> tuple[Any, ...]:
     """A hashable key for a CodeableConcept/Coding: equal keys, equal ValueSet membership."""
-    if not isinstance(concept, Mapping):
+    # isinstance(x, dict) first: parsed JSON is dicts, and the Mapping ABC check is slow
+    if not (isinstance(concept, dict) or isinstance(concept, Mapping)):
         return ()
-    codings = concept.get("coding") if isinstance(concept.get("coding"), list) else [concept]
+    codings = concept.get("coding")
+    if not isinstance(codings, list):
+        codings = [concept]
     return (
         tuple(
             (c.get("system"), c.get("code"), c.get("display"))
-            for c in codings if isinstance(c, Mapping)
+            for c in codings if isinstance(c, dict) or isinstance(c, Mapping)
         ),
         concept.get("text"),
     )
@@ -134,7 +137,11 @@ def in_valueset(record: PatientRecord, ctx: Any, valueset: str, concept: Any,
     full = ("vs", valueset, concept_key(concept) if key is None else key)
     hit = cache.get(full)
     if hit is None:
-        hit = cache[full] = bool(ctx.terminology.contains(valueset, concept))
+        common = shared(ctx.terminology)  # membership depends on the concept only
+        hit = common.get(full)
+        if hit is None:
+            hit = common[full] = bool(ctx.terminology.contains(valueset, concept))
+        cache[full] = hit
     return hit
 
 

@@ -17,15 +17,15 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 from cds_service.errors import UnknownFeature
 from cds_service.features._policy import SitePolicy
 from cds_service.record import PatientRecord
 
-if TYPE_CHECKING:  # the knowledge layer's terminology service
-    from cds_service.knowledge import Terminology
+if TYPE_CHECKING:  # the knowledge layer's terminology service and regimen schedules
+    from cds_service.knowledge import RegimenSchedule, Terminology
 
 Status = Literal["met", "not_met", "unknown"]
 
@@ -77,11 +77,16 @@ class FeatureValue:
 
 @dataclass(frozen=True, slots=True)
 class FeatureContext:
-    """What every feature may use besides the record: time, terminology, site policy."""
+    """What every feature may use besides the record: time, terminology, site policy, and
+    the regimens (clinical-protocol PlanDefinitions read as schedules, by canonical url
+    without version): cycle lengths and mg/m² are knowledge, read from there, never
+    constants in a feature. The engine builds ``regimens`` once from the knowledge base;
+    a feature whose regimen is missing says so (``unknown``), it does not guess."""
 
     now: datetime
     terminology: Terminology
     policy: SitePolicy = field(default_factory=SitePolicy)
+    regimens: Mapping[str, RegimenSchedule] = field(default_factory=lambda: MappingProxyType({}))
 
 
 FeatureFn = Callable[[PatientRecord, FeatureContext], FeatureValue]

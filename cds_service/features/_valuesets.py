@@ -1,9 +1,11 @@
-"""The ValueSet canonicals the clinical features read, in one table.
+"""The canonicals the clinical features read (ValueSets, regimens), in one table.
 
 The ValueSets themselves (codes from ``provenance/verified-codes.json``, names where no
 code is verified: architecture.md §1.2) live in ``plan_definitions/terminology/``; a
 feature only names them. Membership is asked of ``ctx.terminology``
 (``contains`` for a CodeableConcept, ``matches_medication`` for a medication resource).
+The regimens (clinical-protocol PlanDefinitions in ``plan_definitions/regimen/``) are
+read as schedules from ``ctx.regimens`` (cycle lengths, doses per cycle, mg/m² per day).
 """
 
 from __future__ import annotations
@@ -13,6 +15,14 @@ from typing import Final
 from cds_service.knowledge.terms import CANONICAL_BASE
 
 _VS: Final = f"{CANONICAL_BASE}/ValueSet"
+_PD: Final = f"{CANONICAL_BASE}/PlanDefinition"
+
+# Regimens (keys of ``FeatureContext.regimens``)
+#: NZ "Cycle 1, and subsequent cycles for patients who do not achieve CR or CRi": cycle 1
+#: for every patient, later cycles when not in CR/CRi; the course is counted on it.
+REGIMEN_NOT_IN_CR: Final = f"{_PD}/InotuzumabPaedRrBallNotInCr"
+#: Later cycles once CR/CRi is achieved (label doses, clinical.md §1.5; a stub regimen).
+REGIMEN_CR_CRI: Final = f"{_PD}/InotuzumabPaedRrBallCrCri"
 
 # Medications
 INOTUZUMAB: Final = f"{_VS}/InotuzumabOzogamicin"

@@ -55,3 +55,14 @@ class KnowledgeBase:
             for r in self.of_type("PlanDefinition")
             if any(c.get("code") == "eca-rule" for c in (r.get("type") or {}).get("coding", []))
         ]
+
+    def regimen_plans(self) -> list[dict[str, Any]]:
+        """The clinical-protocol PlanDefinitions: the regimens (knowledge/_regimen.py)."""
+        return [r for r in self.of_type("PlanDefinition") if is_clinical_protocol(r)]
+
+
+def is_clinical_protocol(plan: Mapping[str, Any]) -> bool:
+    """A PlanDefinition of type ``clinical-protocol`` (a regimen)."""
+    return plan.get("resourceType") == "PlanDefinition" and any(
+        c.get("code") == "clinical-protocol" for c in (plan.get("type") or {}).get("coding", [])
+    )

@@ -89,8 +89,14 @@ def _resources_in(value: Any, key: str, notes: list[DataNote]) -> Iterable[Resou
         return
     if rtype == "Bundle":
         for entry in value.get("entry") or ():
-            res = entry.get("resource") if isinstance(entry, Mapping) else None
+            res = entry.get("resource") if isinstance(entry, dict) or isinstance(entry, Mapping) else None
             if res is None:
+                continue
+            # the common case, a plain resource, without a nested generator per entry
+            # (a record holds thousands; the dict check first: the Mapping ABC check is slow)
+            if type(res) is dict and type(res.get("resourceType")) is str \
+                    and res["resourceType"] not in ("Bundle", "OperationOutcome"):
+                yield dict(res)
                 continue
             yield from _resources_in(res, key, notes)
         return

@@ -535,6 +535,38 @@ def build() -> None:  # noqa: PLR0915 - one scenario per statement reads best
              Case(**d8, bsa_day="now-8d"), cards=[card("bsa-dose", "warning", ["8 days old"])])
     scenario("bsa-dose-no-mg-dose-warns", "An inotuzumab order without a dose in mg cannot be checked: warning",
              Case(**d8, ino={"mg_m2": 0.5, "on": "today"}), cards=[card("bsa-dose", "warning", ["no dose in mg"])])
+    # The mg/m² a dose is checked against is the regimen's for that cycle and day (NZ entry:
+    # cycle 1 and later cycles not in CR/CRi "0.8 mg/m²" day 1, "0.5 mg/m²" days 8 and 15;
+    # clinical.md §1.5: later cycles in CR/CRi 0.5 mg/m² days 1, 8 and 15), never the order's own.
+    scenario("bsa-dose-day-8-stated-0.8-warns",
+             "Day 8 ordered as 0.8 mg/m2 x 1.0 m2 = 0.8 mg: the regimen's day-8 dose is 0.5 mg/m2, so it warns",
+             Case(**d8, ino={"mg": 0.8, "mg_m2": 0.8, "on": "today"}),
+             cards=[card("bsa-dose", "warning", ["0.5 mg/m²", "states 0.8 mg/m²"])], absent=["remission-dosing"],
+             description="Safety fix: the order's own mg/m² agreed with its mg, which used to pass silently; "
+                         "NZ cycle 1 day 8 is 0.5 mg/m2, so 0.8 mg for 1.0 m2 is 60% above it.")
+    scenario("bsa-dose-cr-cycle-2-day-1-0.5-no-card",
+             "In CR at cycle 2 day 1, 0.5 mg/m2 x 1.2 m2 = 0.6 mg is the CR/CRi regimen's dose: no bsa-dose card",
+             Case(given=C1_DONE, response="CR", bsa=1.2, ino={"mg": 0.6, "mg_m2": 0.5, "on": "today"}),
+             absent=["bsa-dose", "remission-dosing"])
+    scenario("bsa-dose-not-in-cr-cycle-2-day-1-0.5-warns",
+             "Not in CR at cycle 2 day 1, ordered 0.5 mg/m2 x 1.0 m2: the not-in-CR day-1 dose is 0.8 mg/m2, warning",
+             Case(given=C1_DONE, response="not-in-CR", ino={"mg": 0.5, "mg_m2": 0.5, "on": "today"}),
+             cards=[card("bsa-dose", "warning", ["0.8 mg/m²"])], absent=["remission-dosing"])
+    scenario("bsa-dose-day-10-moved-day-8-dose-no-card",
+             "A day-8 dose moved to day 10 (+2 days) is checked as the day-8 dose: 0.5 mg/m2, no card",
+             Case(given=[9], response="CR", ino={"mg": 0.5, "mg_m2": 0.5, "on": "today"}), absent=["bsa-dose"])
+    scenario("bsa-dose-day-12-unknown",
+             "Day 12 is in no dose window of the regimen: the dose per m2 cannot be checked, and says so",
+             Case(given=[11], response="CR", ino={"mg": 0.5, "mg_m2": 0.5, "on": "today"}),
+             cards=[card("bsa-dose", "warning", ["not a dose day"]), card("dose-schedule", "warning", ["window"])])
+    scenario("bsa-dose-cycle-2-day-1-response-unknown-warns",
+             "Cycle 2 day 1 with no response recorded: the regimen dose (0.8 or 0.5 mg/m2) is unknown, says so",
+             Case(given=C1_DONE, response=None, ino={"mg": 0.8, "mg_m2": 0.8, "on": "today"}),
+             cards=[card("bsa-dose", "warning", ["document the response"])])
+    scenario("bsa-dose-cycle-2-day-8-response-unknown-no-card",
+             "Cycle 2 day 8 with no response recorded: 0.5 mg/m2 in either regimen, so the dose is checked: no card",
+             Case(given=[28, 21, 14, 7], response=None, ino={"mg": 0.5, "mg_m2": 0.5, "on": "today"}),
+             absent=["bsa-dose"])
 
     # ---------------------------------------------------------------- dose-schedule
     def on_day(day: int, d8_day: int | None = None):

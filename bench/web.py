@@ -1,0 +1,189 @@
+"""The measurements that need running servers (issue 6, parts 2-5).
+
+- ``http_runs``: wrk at fixed concurrency against the service and, in the same run, the
+  bare-framework floor (``bench/floor_app.py``), 1 and 2 uvicorn workers, order-select
+  and order-sign, prefetch present; the ratio service/floor is the tracked figure;
+- ``fallback``: prefetch absent, data from a local FHIR endpoint that answers each call
+  after an injected delay; total hook latency against that delay, calls made, and the
+  most calls in flight at once (concurrent fetches);
+- ``cold_start``: ``cds-service serve`` from process start to the first answered hook,
+  and resident memory (VmRSS) after warm-up.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench import loadgen, servers
+from bench.inprocess import HOOKS, percentile
+from bench.synth import SyntheticPatient, hook_request
+
+JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+Say = Callable[[str], None]
+
+
+def _check(url: str, body: bytes) -> dict[str, Any]:
+    """One request before loading a server: it must answer 200 with cards."""
+    resp = httpx.post(url, content=body, headers=JSON_HEADERS, timeout=60)
+    if resp.status_code != 200:
+        raise RuntimeError(f"{url} answered {resp.status_code}: {resp.text[:300]}")
+    return resp.json()
+
+
+def http_runs(
+    workdir: Path,
+    patient: SyntheticPatient,
+    templates: dict[str, dict[str, str]],
+    *,
+    workers: Sequence[int] = (1, 2),
+    concurrency: int = 16,
+    seconds: float = 8.0,
+    warmup_s: float = 2.0,
+    say: Say = print,
+) -> list[dict[str, Any]]:
+    """Service and floor, side by side, for each worker count and hook."""
+    bodies = {sid: orjson.dumps(hook_request(patient, hook, templates[sid])) for sid, hook in HOOKS}
+    scripts = {sid: loadgen.write_post_script(workdir, body, f"{sid}-{patient.size}") for sid, body in bodies.items()}
+    rows: list[dict[str, Any]] = []
+    for n in workers:
+        with servers.service(workdir, n) as service, servers.floor(workdir, n) as floor:
+            for sid, hook in HOOKS:
+                row: dict[str, Any] = {"size": patient.size, "workers": n, "hook": hook, "service": sid,
+                                       "concurrency": concurrency, "body_bytes": len(bodies[sid])}  # fmt: skip
+                for name, server in (("service", service), ("floor", floor)):
+                    url = f"{server.url}/cds-services/{sid}"
+                    _check(url, bodies[sid])
+                    loadgen.run_wrk(url, scripts[sid], concurrency=concurrency, seconds=warmup_s)
+                    result = loadgen.run_wrk(url, scripts[sid], concurrency=concurrency, seconds=seconds)
+                    row[name] = result.as_json()
+                    say(f"  http {hook} workers={n} {name}: p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
+                        f"{result.rps:.1f} req/s" + ("" if result.ok else f" [{result.non_2xx} non-2xx, {result.socket_errors} socket errors]"))  # fmt: skip
+                row["ratio_p50"] = round(row["service"]["p50_ms"] / row["floor"]["p50_ms"], 2)
+                row["ratio_p99"] = round(row["service"]["p99_ms"] / row["floor"]["p99_ms"], 2)
+                row["ratio_rps"] = round(row["service"]["rps"] / row["floor"]["rps"], 3)
+                rows.append(row)
+            row_rss = service.rss_kib()
+            for row in rows:
+                if row["workers"] == n:
+                    row["service_rss_mib"] = round(sum(row_rss.values()) / 1024, 1)
+                    row["service_processes"] = len(row_rss)
+    return rows
+
+
+def _timed_calls(url: str, bodies: Sequence[bytes], client: httpx.Client) -> list[float]:
+    out = []
+    for body in bodies:
+        t0 = time.perf_counter()
+        resp = client.post(url, content=body, headers=JSON_HEADERS)
+        out.append((time.perf_counter() - t0) * 1000)
+        if resp.status_code != 200:
+            raise RuntimeError(f"fallback call answered {resp.status_code}: {resp.text[:300]}")
+    return out
+
+
+def fallback(
+    workdir: Path,
+    patient: SyntheticPatient,
+    templates: dict[str, str],
+    *,
+    delay_s: float = 0.05,
+    calls: int = 20,
+    concurrency_settings: Sequence[int | None] = (None,),
+    say: Say = print,
+) -> list[dict[str, Any]]:
+    """Sequential order-select calls without prefetch; the service fetches from the stub.
+
+    ``concurrency_settings``: values of ``CDS_FETCH_CONCURRENCY`` to run with (None =
+    the service's default)."""
+    data_file = workdir / f"fhir-{patient.size}.json"
+    data_file.write_bytes(orjson.dumps(patient.resources))
+    sid, hook = HOOKS[0]
+    out: list[dict[str, Any]] = []
+    with servers.fhir_stub(workdir, data_file, delay_s) as stub:
+        for setting in concurrency_settings:
+            extra = {} if setting is None else {"CDS_FETCH_CONCURRENCY": str(setting)}
+            with servers.service(workdir, 1, extra) as service, httpx.Client(timeout=60) as client:
+                url = f"{service.url}/cds-services/{sid}"
+                with_prefetch = [orjson.dumps(hook_request(patient, hook, templates)) for _ in range(calls)]
+                without = [orjson.dumps(hook_request(patient, hook, None, fhir_server=stub.url)) for _ in range(calls)]
+                _timed_calls(url, with_prefetch[:3] + without[:3], client)  # warm-up
+                base = _timed_calls(url, with_prefetch, client)
+                client.post(f"{stub.url}/_bench/reset")
+                times = _timed_calls(url, without, client)
+                stats = client.get(f"{stub.url}/_bench/stats").json()
+            p50 = statistics.median(times)
+            row = {
+                "size": patient.size, "hook": hook, "delay_ms": delay_s * 1000, "calls": calls,
+                "fetch_concurrency": setting if setting is not None else "default",
+                "prefetch_keys": len(templates),
+                "fhir_calls_per_hook": round(stats["calls"] / calls, 2),
+                "max_in_flight": stats["max_in_flight"],
+                "p50_ms": round(p50, 1), "p99_ms": round(percentile(times, 99), 1),
+                "with_prefetch_p50_ms": round(statistics.median(base), 1),
+                "ratio_to_delay": round(p50 / (delay_s * 1000), 2),
+            }  # fmt: skip
+            say(f"  fallback fetch_concurrency={row['fetch_concurrency']}: p50 {row['p50_ms']} ms "
+                f"({row['ratio_to_delay']} x {delay_s * 1000:g} ms), {row['fhir_calls_per_hook']} FHIR calls per hook, "
+                f"at most {row['max_in_flight']} at once")  # fmt: skip
+            out.append(row)
+    return out
+
+
+def cold_start(
+    workdir: Path,
+    patient: SyntheticPatient,
+    templates: dict[str, str],
+    *,
+    runs: int = 3,
+    warm_calls: int = 50,
+    timeout_s: float = 60.0,
+    say: Say = print,
+) -> dict[str, Any]:
+    """``cds-service serve``: seconds from spawn to the first hook answered 200; VmRSS."""
+    sid, hook = HOOKS[0]
+    body = orjson.dumps(hook_request(patient, hook, templates))
+    starts: list[float] = []
+    rss_first: list[float] = []
+    rss_warm: list[float] = []
+    for _ in range(runs):
+        port = servers.free_port()
+        server = servers.spawn_serve(workdir, port)
+        try:
+            url = f"http://{servers.HOST}:{port}/cds-services/{sid}"
+            deadline = server.started + timeout_s
+            with httpx.Client(timeout=30) as client:
+                while True:
+                    if server.proc.poll() is not None:
+                        raise servers.ServerFailed(f"serve exited {server.proc.returncode}:\n{server.log_tail()}")
+                    if time.perf_counter() > deadline:
+                        raise servers.ServerFailed(f"serve not answering within {timeout_s:g} s:\n{server.log_tail()}")
+                    try:
+                        resp = client.post(url, content=body, headers=JSON_HEADERS)
+                        if resp.status_code == 200:
+                            starts.append(time.perf_counter() - server.started)
+                            break
+                    except httpx.TransportError:
+                        pass
+                    time.sleep(0.01)
+                rss_first.append(sum(server.rss_kib().values()) / 1024)
+                for _ in range(warm_calls):
+                    client.post(url, content=body, headers=JSON_HEADERS)
+                rss_warm.append(sum(server.rss_kib().values()) / 1024)
+        finally:
+            servers.stop(server)
+    result = {
+        "command": " ".join([*servers.serve_command(), "--port", "<free port>"]),
+        "runs": runs, "seconds": [round(s, 3) for s in starts], "p50_s": round(statistics.median(starts), 3),
+        "rss_first_mib": round(statistics.median(rss_first), 1),
+        "rss_warm_mib": round(statistics.median(rss_warm), 1), "warm_calls": warm_calls, "size": patient.size,
+    }  # fmt: skip
+    say(f"  cold start: {result['p50_s']} s to the first answered hook; RSS {result['rss_warm_mib']} MiB after "
+        f"{warm_calls} calls")  # fmt: skip
+    return result
