@@ -27,10 +27,11 @@ def test_the_readme_starts_with_the_two_set_up_commands() -> None:
     assert README.index("## Set-up: the two commands") < README.index("## Who uses what")
 
 
-def test_ci_runs_the_readme_test_command() -> None:
-    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert 'python3 -m pip install --quiet -e ".[test]"' in ci
-    assert re.search(r"^python3 -m pytest\b", ci, flags=re.M)
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    setup = README.split("## Set-up: the two commands", 1)[1].split("\n## ", 1)[0]
+    test_command = _console_blocks(setup)[1]
+    ci_lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert test_command in ci_lines
 
 
 def test_every_generated_section_is_up_to_date() -> None:
