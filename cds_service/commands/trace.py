@@ -43,8 +43,9 @@ def _uncovered_message(trace: Trace) -> str | None:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=f"Where to write the table [default: ROOT/{TRACE_FILE}].")
 @click.option("--root", type=click.Path(file_okay=False, exists=True, path_type=Path),
-              default=REPO_ROOT, show_default=True,
-              help="Repository root holding plan_definitions/, fhir_profiles/ and provenance/.")
+              default=REPO_ROOT,
+              help="Repository root holding plan_definitions/, fhir_profiles/ and provenance/ "
+                   "[default: this checkout].")
 def trace(check: bool, output: Path | None, root: Path) -> None:
     """Map every source line to the artifact elements that encode it, and back.
 
