@@ -38,7 +38,8 @@ def wrk_version() -> str | None:
     if not exe:
         return None
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)  # noqa: S603
-    return (out.stdout or out.stderr).splitlines()[0].strip() if (out.stdout or out.stderr) else "wrk"
+    text = (out.stdout or out.stderr).strip()
+    return " ".join(text.split()[:2]) if text else "wrk"  # "wrk debian/4.1.0-3+b2"
 
 
 def write_post_script(workdir: Path, body: bytes, name: str) -> Path:

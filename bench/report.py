@@ -214,7 +214,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, {m['os']} (kernel {m['kernel']}), "
         f"Python {m['python']}, FastAPI {pk.get('fastapi')}, Starlette {pk.get('starlette')}, uvicorn {pk.get('uvicorn')} "
         f"({'httptools/uvloop' if pk.get('httptools') and pk.get('uvloop') else 'h11 and asyncio: no httptools/uvloop installed'}), "
-        f"orjson {pk.get('orjson')}, {m['wrk'] or 'wrk not installed'}; bytecode cache {m['bytecode_cache']}.",
+        f"orjson {pk.get('orjson')}, {' '.join((m['wrk'] or 'wrk not installed').split()[:2])}; "
+        f"bytecode cache {m['bytecode_cache']}.",
         "",
         "### Targets",
         "",
@@ -259,12 +260,16 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "### What was changed to get here",
         "",
-        "Each found with py-spy/pyinstrument on this benchmark; results are unchanged (the test suite, and",
-        "byte-identical feature values and cards for the synthetic patients before and after).",
+        "Each found with py-spy/pyinstrument on this benchmark; what the service answers is unchanged (the test",
+        "suite, and identical feature values and cards before and after on the synthetic patients and on every",
+        "scenario record).",
         "",
         "- `features/_medications.py` `matches`: a medication's membership key is read once per resource",
         "  (it was rebuilt for every ValueSet asked about it) and membership is cached across requests when",
-        "  the medication does not depend on the record (no external `medicationReference`).",
+        "  the medication does not depend on the record (no external `medicationReference`); `history` asks",
+        "  each ValueSet once per distinct medication instead of once per resource.",
+        "- `features/_labs.py` `observations`: each ValueSet is asked once per distinct code, and the",
+        "  matching results are picked by position instead of a pass over every result per ValueSet.",
         "- `features/_read.py`: `in_valueset` keeps ValueSet membership per concept across requests (it depends",
         "  on the compiled knowledge only); `parse_datetime` is cached by string (a record repeats each date",
         "  many times); `concept_key` checks `dict` before the slow `Mapping` ABC check.",
@@ -275,6 +280,9 @@ def markdown(results: dict[str, Any]) -> str:
         "  frozen out of garbage collection and the first GC threshold raised, so parsing a large request no",
         "  longer sets off full collections that walk the whole process.",
         "- `knowledge/_terminology.py`: `Terminology` can be weakly referenced (for the cache above).",
+        "- `engine/conditions.py`: each distinct expression is parsed once per process (the two hooks' plans",
+        "  share most rules; ANTLR parsing was most of the engine's start-up), and the compiled function",
+        "  reuses the parse instead of parsing a third time: Engine start-up 1.0 s -> 0.35-0.55 s.",
         "",
     ]
     return "\n".join(lines)
