@@ -6,4 +6,6 @@ program; this package is the generic engine that loads, validates and executes t
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "__version__",
+]

@@ -91,7 +91,8 @@ SETTINGS: tuple[Setting, ...] = (
             kind=int),
     Setting("fetch_timeout_seconds", 5.0, "Hard timeout of each call to the client's fhirServer when "
             "prefetch is incomplete.", kind=float),
-    Setting("fetch_concurrency", 4, "Most calls to fhirServer in flight at once for one hook invocation.",
+    Setting("fetch_concurrency", 10, "Most calls to fhirServer in flight at once for one hook invocation "
+            "(the services ask for up to 9 prefetch keys: 10 fetches them all in one round trip).",
             kind=int),
     Setting("fetch_max_pages", 10, "Most searchset pages followed (Bundle.link next) per prefetch key.",
             kind=int),
@@ -176,7 +177,7 @@ class Settings:
     ssl_keyfile: Path | None = None
     max_request_bytes: int = 5_000_000
     fetch_timeout_seconds: float = 5.0
-    fetch_concurrency: int = 4
+    fetch_concurrency: int = 10
     fetch_max_pages: int = 10
     allow_http_fhir_server: bool = False
     trusted_issuers: tuple[Issuer, ...] = ()

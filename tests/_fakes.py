@@ -300,7 +300,6 @@ class LoopbackFhir:
                         outer.in_flight -= 1
 
             def _answer(self) -> None:
-                import json as _json
 
                 if outer.token is not None and self.headers.get("Authorization") != f"Bearer {outer.token}":
                     return self._send(

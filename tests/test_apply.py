@@ -6,11 +6,11 @@ import copy
 from typing import Any
 
 import pytest
+from fixtures.engine import kit
 
 from cds_service.engine import apply_activity
 from cds_service.engine.apply import apply_with_problems, needs_bsa
 from cds_service.features import FeatureContext
-from fixtures.engine import kit
 
 INO_AD = "https://sact-cds.org/fhir/ActivityDefinition/InotuzumabDay1"
 LORATADINE_AD = "https://sact-cds.org/fhir/ActivityDefinition/Loratadine10Mg"

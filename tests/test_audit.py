@@ -5,16 +5,16 @@ exports them; a store that is down never fails a hook call."""
 from __future__ import annotations
 
 import csv
-import os
 import io
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _fakes import app_with, call, calls, hook_request
 from click.testing import CliRunner
 from sqlalchemy.exc import OperationalError
 
-from _fakes import app_with, call, calls, hook_request
 from cds_service.cli import main
 from cds_service.features import SitePolicy
 from cds_service.store import AuditStore, CardRecord, FeedbackItem, InvocationRecord

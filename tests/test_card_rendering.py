@@ -7,11 +7,11 @@ import uuid
 from typing import Any
 
 import pytest
+from fixtures.engine import kit
 
 from cds_service.engine import Engine, check_summary
 from cds_service.engine import cards as card_parts
 from cds_service.knowledge.terms import OVERRIDE_REASON_SYSTEM, RULE_SYSTEM
-from fixtures.engine import kit
 
 INO = kit.draft("d-ino", "inotuzumab ozogamicin")
 AZOLE = kit.draft("d-flu", "fluconazole 200 mg")

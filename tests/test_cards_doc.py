@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fixtures.engine import kit
 
 import cds_service.knowledge as knowledge_pkg
 from cds_service.commands.cards_doc import cards_doc
 from cds_service.engine.cards_doc import END, START, cards_doc_markdown, cards_doc_rows, replace_section
-from fixtures.engine import kit
 
 
 def rows() -> list[list[str]]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from fixtures.engine import kit
 
 from cds_service.engine import Engine
 from cds_service.errors import KnowledgeError
-from fixtures.engine import kit
 
 TOKEN = re.compile(r"\{\{(.*?)\}\}")
 ALLOWED_TOKEN = re.compile(

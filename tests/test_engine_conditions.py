@@ -10,13 +10,13 @@ from typing import Any
 import fhirpathpy
 import orjson
 import pytest
+from fixtures.engine import kit
 
 import cds_service.engine as engine_pkg
 from cds_service.engine import Engine, compile_expression
 from cds_service.engine.conditions import all_true, private_copy, to_json
 from cds_service.errors import ExpressionCompileError, KnowledgeError, UnknownFeature
 from cds_service.features import FeatureValue
-from fixtures.engine import kit
 
 FEATURES = set(kit.FEATURES)
 

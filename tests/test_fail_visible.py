@@ -6,11 +6,11 @@ import logging
 from typing import Any
 
 import pytest
+from fixtures.engine import kit
 
 from cds_service.engine import Engine
 from cds_service.features import FeatureValue
 from cds_service.record import DataNote
-from fixtures.engine import kit
 
 INO = kit.draft("d-ino", "inotuzumab ozogamicin")
 PATIENT_DATA = ("Zwingliwood", "Ottoline", "2015-03-14", "pat-7f3a")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from _rules_harness import ctx, draft, given, order, record, statement
+
 from cds_service.features._conflicts import azole_conflict, other_sact
 from cds_service.record import DataNote
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from _rules_harness import bsa, ctx, cycle_history, draft, form, height, obs, patient, record, weight
+
 from cds_service.features._body import bsa_dose, bsa_m2, full_years, patient_age
 from cds_service.features._medications import order_dose
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from _rules_harness import ctx, cycle_history, draft, given, order, record
+
 from cds_service.features._course import cycle, dose_schedule, treatment_break
 from cds_service.record import DataNote
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from _rules_harness import (
     ALL_ATTESTED,
     b_all,
@@ -16,6 +15,7 @@ from _rules_harness import (
     score,
     statement,
 )
+
 from cds_service.features._eligibility import ino2_criteria
 from cds_service.knowledge.terms import CRITERION_CODES
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-
 from _rules_harness import (
     TODAY,
     alp,
@@ -22,6 +21,7 @@ from _rules_harness import (
     platelets,
     record,
 )
+
 from cds_service.features._labs import blood_counts, liver_function, liver_tests_missing_since
 from cds_service.record import DataNote
 

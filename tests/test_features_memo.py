@@ -6,6 +6,7 @@ import gc
 from datetime import timedelta
 
 from _rules_harness import NOW, ctx, draft, given, record
+
 from cds_service.features import _memo
 from cds_service.features._course import course
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from _rules_harness import ctx, draft, record
+
 from cds_service.features import default_registry
 from cds_service.features._orders import ino_drafted, premedication_missing
 
@@ -39,7 +40,6 @@ def test_topical_dexamethasone_is_not_premedication():
 
 def test_every_feature_is_registered_and_returns_json():
     import orjson
-
     from _rules_harness import ALL_ATTESTED, b_all, bsa, cycle_history, form, height, normal_liver_tests, weight
 
     rec = record(b_all(), *cycle_history(2, -28), *normal_liver_tests(), bsa(), height(), weight(),

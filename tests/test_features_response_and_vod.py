@@ -14,6 +14,7 @@ from _rules_harness import (
     procedure,
     record,
 )
+
 from cds_service.features._response import hsct_planned, response_status
 from cds_service.features._vod import vod_risk
 from cds_service.record import DataNote

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from _fakes import LoopbackFhir, app_with, call, calls, hook_request, searchset
+
 from cds_service.store import AuditStore
 
 SELECT = "/cds-services/SactOrderSelect"

@@ -6,10 +6,11 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from fixtures.engine import kit
+
 import cds_service.engine as engine_pkg
 from cds_service.engine import Engine
 from cds_service.knowledge.terms import RULE_CODES
-from fixtures.engine import kit
 
 NEW_RULE: dict[str, Any] = {
     "id": "large-bsa",

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from _rules_harness import (
     bsa,
     ctx,
@@ -30,12 +29,13 @@ from _rules_harness import (
     shipped_regimens,
     weight,
 )
+from fixtures.engine import kit
+
 from cds_service.engine import Engine, iter_rule_problems
 from cds_service.errors import KnowledgeError
 from cds_service.features._body import bsa_dose
 from cds_service.features._course import cycle
 from cds_service.knowledge import KnowledgeBase, RegimenSchedule, load_knowledge, regimen_schedule
-from fixtures.engine import kit
 
 NOT_IN_CR = "https://sact-cds.org/fhir/PlanDefinition/InotuzumabPaedRrBallNotInCr"
 CR_CRI = "https://sact-cds.org/fhir/PlanDefinition/InotuzumabPaedRrBallCrCri"

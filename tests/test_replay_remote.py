@@ -9,11 +9,11 @@ from pathlib import Path
 
 import jwt
 import pytest
+from _replay_support import HARMLESS, IMPOSSIBLE, uvicorn_thread, write_scenario
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from _replay_support import HARMLESS, IMPOSSIBLE, uvicorn_thread, write_scenario
 from cds_service.cli import main
 from cds_service.replay.run import JwtSigner, make_engine, replay_settings
 from cds_service.settings import Issuer

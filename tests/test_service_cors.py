@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-
 from _fakes import Signer, app_with, call, calls, hook_request
 
 SANDBOX = "https://sandbox.cds-hooks.org"

@@ -8,9 +8,9 @@ import io
 from typing import Any
 
 import pytest
+from _fakes import app_with, call, calls, hook_request
 from sqlalchemy.exc import OperationalError
 
-from _fakes import app_with, call, calls, hook_request
 from cds_service.store import AuditStore
 
 SELECT = "/cds-services/SactOrderSelect"

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from _fakes import PREFETCH, FakeEngine, LoopbackFhir, app_with, call, full_prefetch, hook_request, searchset
+
 from cds_service.record._fetch import fhir_server_allowed, render_template
 
 SELECT = "/cds-services/SactOrderSelect"

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import httpx
-
 from _fakes import PREFETCH, FakeEngine, Signer, app_with, call, calls, draft, hook_request, searchset
 
 SELECT = "/cds-services/SactOrderSelect"

@@ -12,11 +12,11 @@ from typing import Any
 
 import jwt
 import pytest
+from _fakes import Signer, app_with, call, calls, hook_request, settings
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import text
 
-from _fakes import Signer, app_with, call, calls, hook_request, settings
 from cds_service.api import create_app
 from cds_service.api.logging import JsonFormatter, RedactFilter
 from cds_service.api.security import ReplayCache

@@ -34,7 +34,7 @@ def test_defaults_bind_loopback_8080_with_sqlite_in_the_data_dir() -> None:
     s = load_settings(env={})
     assert (s.host, s.port, s.workers) == ("127.0.0.1", 8080, 1)
     assert s.database_url == f"sqlite:///{Path('data') / 'audit.sqlite'}"
-    assert s.fetch_timeout_seconds == 5.0 and s.fetch_concurrency == 4
+    assert s.fetch_timeout_seconds == 5.0 and s.fetch_concurrency == 10
     assert s.cors_origins == ("https://sandbox.cds-hooks.org",)
     assert s.trusted_issuers == () and not s.allow_unauthenticated
     assert s.policy == SitePolicy()

@@ -2,4 +2,9 @@
 
 from cds_service.api.app import ServiceState, app_from_env, build_engine, create_app
 
-__all__ = sorted(["ServiceState", "app_from_env", "build_engine", "create_app"])
+__all__ = [
+    "ServiceState",
+    "app_from_env",
+    "build_engine",
+    "create_app",
+]

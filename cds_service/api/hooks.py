@@ -31,8 +31,7 @@ from cds_service.api import logging as cds_logging
 from cds_service.api.envelope import validate_request
 from cds_service.api.errors import JSON, PayloadTooLarge, PrefetchMissing
 from cds_service.errors import MalformedRequest
-from cds_service.record import build_record
-from cds_service.record import complete_prefetch
+from cds_service.record import build_record, complete_prefetch
 from cds_service.store import CardRecord, InvocationRecord
 
 log = logging.getLogger(__name__)

@@ -12,17 +12,15 @@ from cds_service.engine.conditions import VARIABLES, CompiledExpression, compile
 from cds_service.engine.discovery import ServiceDefinition
 from cds_service.engine.evaluate import Engine, Evaluation, iter_rule_problems
 
-__all__ = sorted(
-    [
-        "CompiledExpression",
-        "Engine",
-        "Evaluation",
-        "ServiceDefinition",
-        "VARIABLES",
-        "apply_activity",
-        "cards_doc_markdown",
-        "check_summary",
-        "compile_expression",
-        "iter_rule_problems",
-    ]
-)
+__all__ = [
+    "CompiledExpression",
+    "Engine",
+    "Evaluation",
+    "ServiceDefinition",
+    "VARIABLES",
+    "apply_activity",
+    "cards_doc_markdown",
+    "check_summary",
+    "compile_expression",
+    "iter_rule_problems",
+]

@@ -11,15 +11,13 @@ from cds_service.features._registry import (
     feature,
 )
 
-__all__ = sorted(
-    [
-        "Evidence",
-        "FeatureContext",
-        "FeatureFn",
-        "FeatureRegistry",
-        "FeatureValue",
-        "SitePolicy",
-        "default_registry",
-        "feature",
-    ]
-)
+__all__ = [
+    "Evidence",
+    "FeatureContext",
+    "FeatureFn",
+    "FeatureRegistry",
+    "FeatureValue",
+    "SitePolicy",
+    "default_registry",
+    "feature",
+]

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from cds_service.features import _valuesets as vs
 from cds_service.features._course import course
 from cds_service.features._labs import observations
+from cds_service.features._memo import memo
 from cds_service.features._orders import ino_draft_doses
 from cds_service.features._read import date_bounds, fmt, quantity
-from cds_service.features._memo import memo
 from cds_service.features._registry import Evidence, FeatureContext, FeatureValue, feature
 from cds_service.features._response import response_status
 from cds_service.record import PatientRecord, reference_of

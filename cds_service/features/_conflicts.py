@@ -13,9 +13,9 @@ from __future__ import annotations
 from cds_service.features import _valuesets as vs
 from cds_service.features._course import course
 from cds_service.features._medications import active, drafted, is_selected, matches, planned_date
+from cds_service.features._memo import memo
 from cds_service.features._orders import ino_draft_doses
 from cds_service.features._read import medication_name, unavailable
-from cds_service.features._memo import memo
 from cds_service.features._registry import Evidence, FeatureContext, FeatureValue, feature
 from cds_service.record import PatientRecord, Resource, reference_of
 

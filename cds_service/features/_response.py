@@ -18,8 +18,8 @@ from typing import Any
 
 from cds_service.features import _valuesets as vs
 from cds_service.features._medications import administrations
-from cds_service.features._read import effective, in_valueset, is_asserted, is_void, parse_datetime, unavailable
 from cds_service.features._memo import memo
+from cds_service.features._read import effective, in_valueset, is_asserted, is_void, parse_datetime, unavailable
 from cds_service.features._registry import Evidence, FeatureContext, FeatureValue, feature
 from cds_service.record import PatientRecord, Resource, reference_of
 

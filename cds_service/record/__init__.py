@@ -4,15 +4,13 @@ from cds_service.record._build import build_record, normalise
 from cds_service.record._fetch import FetchResult, complete_prefetch
 from cds_service.record._model import DataNote, PatientRecord, Resource, reference_of
 
-__all__ = sorted(
-    [
-        "DataNote",
-        "FetchResult",
-        "PatientRecord",
-        "Resource",
-        "build_record",
-        "complete_prefetch",
-        "normalise",
-        "reference_of",
-    ]
-)
+__all__ = [
+    "DataNote",
+    "FetchResult",
+    "PatientRecord",
+    "Resource",
+    "build_record",
+    "complete_prefetch",
+    "normalise",
+    "reference_of",
+]

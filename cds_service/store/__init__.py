@@ -2,4 +2,9 @@
 
 from cds_service.store._store import AuditStore, CardRecord, FeedbackItem, InvocationRecord
 
-__all__ = sorted(["AuditStore", "CardRecord", "FeedbackItem", "InvocationRecord"])
+__all__ = [
+    "AuditStore",
+    "CardRecord",
+    "FeedbackItem",
+    "InvocationRecord",
+]
