@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cds_service.knowledge._checks import Problem
 from cds_service.knowledge.terms import EXT_SOURCE_STATEMENT
 
 #: The repository this package lives in (the default root for `cds-service trace`).
@@ -62,19 +63,6 @@ class SourceDocument:
 
 
 @dataclass(frozen=True)
-class TraceProblem:
-    """Something that makes the trace wrong, located by file and element."""
-
-    file: str
-    element: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file} {self.element}".strip()
-        return f"{where}: {self.message}"
-
-
-@dataclass(frozen=True)
 class SourceStatement:
     """One ``source-statement`` extension and the element that carries it.
 
@@ -108,7 +96,7 @@ class Trace:
     documents: Mapping[str, SourceDocument]
     statements: tuple[SourceStatement, ...]
     not_rules: tuple[NotARule, ...]
-    problems: tuple[TraceProblem, ...]
+    problems: tuple[Problem, ...]
     _by_line: Mapping[tuple[str, int], tuple[SourceStatement, ...]] = field(
         init=False, repr=False, compare=False
     )
@@ -210,16 +198,16 @@ def iter_artifact_files(root: Path) -> list[Path]:
 
 def collect_statements(
     root: Path, documents: Mapping[str, SourceDocument]
-) -> tuple[list[SourceStatement], list[TraceProblem]]:
+) -> tuple[list[SourceStatement], list[Problem]]:
     """Every source statement in the artifacts, located; and every problem found doing so."""
     statements: list[SourceStatement] = []
-    problems: list[TraceProblem] = []
+    problems: list[Problem] = []
     for path in iter_artifact_files(root):
         file = path.relative_to(root).as_posix()
         try:
             resource = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            problems.append(TraceProblem(file, "", f"cannot read JSON: {error}"))
+            problems.append(Problem(file, "", f"cannot read JSON: {error}"))
             continue
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             continue  # not a FHIR resource (e.g. a JSON Schema)
@@ -228,17 +216,17 @@ def collect_statements(
         for order, (element, extension) in enumerate(_walk(resource, resource_type)):
             document, quote = _parts(extension)
             if document is None or quote is None:
-                problems.append(TraceProblem(
+                problems.append(Problem(
                     file, element, "source-statement needs a `document` code and a `quote` string"))
                 continue
             if document not in documents:
-                problems.append(TraceProblem(
+                problems.append(Problem(
                     file, element,
                     f"unknown document {document!r} (expected one of {', '.join(documents)})"))
                 continue
             lines = documents[document].locate(quote)
             if not lines:
-                problems.append(TraceProblem(
+                problems.append(Problem(
                     file, element,
                     f"quote not found verbatim in {document} ({documents[document].path}): "
                     f"{quote!r}{_spacing_hint(documents[document], quote)}"))
@@ -250,7 +238,7 @@ def collect_statements(
 
 def load_not_rules(
     root: Path, documents: Mapping[str, SourceDocument]
-) -> tuple[list[NotARule], list[TraceProblem]]:
+) -> tuple[list[NotARule], list[Problem]]:
     """Read ``unmapped-source-lines.json``; an entry must name a line of its document."""
     path = root / UNMAPPED_FILE
     if not path.exists():
@@ -258,24 +246,24 @@ def load_not_rules(
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))["entries"]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        return [], [TraceProblem(UNMAPPED_FILE, "", f"cannot read entries: {error}")]
+        return [], [Problem(UNMAPPED_FILE, "", f"cannot read entries: {error}")]
     not_rules: list[NotARule] = []
-    problems: list[TraceProblem] = []
+    problems: list[Problem] = []
     for index, entry in enumerate(entries):
         element = f"entries[{index}]"
         try:
             item = NotARule(str(entry["document"]), str(entry["line"]), str(entry["reason"]))
         except (KeyError, TypeError):
-            problems.append(TraceProblem(UNMAPPED_FILE, element, "needs document, line, reason"))
+            problems.append(Problem(UNMAPPED_FILE, element, "needs document, line, reason"))
             continue
         document = documents.get(item.document)
         if document is None or item.document not in COVERED_DOCUMENTS:
-            problems.append(TraceProblem(
+            problems.append(Problem(
                 UNMAPPED_FILE, element, f"document must be one of {', '.join(COVERED_DOCUMENTS)}"))
         elif not item.reason.strip():
-            problems.append(TraceProblem(UNMAPPED_FILE, element, "the reason is empty"))
+            problems.append(Problem(UNMAPPED_FILE, element, "the reason is empty"))
         elif item.line not in {line.strip() for line in document.lines}:
-            problems.append(TraceProblem(
+            problems.append(Problem(
                 UNMAPPED_FILE, element, f"no line of {item.document} is {item.line!r}"))
         else:
             not_rules.append(item)
@@ -294,7 +282,7 @@ def build_trace(root: Path = REPO_ROOT) -> Trace:
                  if line.strip() == entry.line]
         quoted_by = {s.artifact for n in lines for s in trace.encoded_by(entry.document, n)}
         if quoted_by:
-            problems.append(TraceProblem(
+            problems.append(Problem(
                 UNMAPPED_FILE, f"{entry.document} line {entry.line!r}",
                 f"listed as not a rule but quoted by {', '.join(sorted(quoted_by))}"))
     return Trace(documents, tuple(statements), tuple(not_rules), tuple(problems))
