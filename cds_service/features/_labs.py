@@ -19,16 +19,15 @@ from typing import Any
 
 from cds_service.features import _valuesets as vs
 from cds_service.features._course import course
+from cds_service.features._index import dated, moment
 from cds_service.features._memo import memo
 from cds_service.features._read import (
     INACTIVE_CLINICAL,
     coded_status,
     concept_key,
-    effective,
     fmt,
     in_valueset,
     is_asserted,
-    is_void,
     quantity,
     unavailable,
 )
@@ -46,10 +45,10 @@ def _usable_observations(record: PatientRecord, ctx: FeatureContext) -> tuple[tu
     """Every Observation with a result dated up to now, newest first, with its code's
     :func:`concept_key` (read once per record)."""
     out = []
-    for obs in record.of_type("Observation"):
-        if obs.get("status") in _NO_RESULT or is_void(obs):
+    for obs, void, when_read in dated(record, ctx, "Observation"):
+        if obs.get("status") in _NO_RESULT or void:
             continue
-        when = effective(obs)
+        when = moment(obs, when_read)
         if when is None or when > ctx.now:
             continue
         out.append((when, obs, concept_key(obs.get("code"))))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from cds_service.features._index import RAISES, dated, moment
 from cds_service.features._memo import memo, scratch, shared
 from cds_service.features._read import concept_key, effective, is_void, parse_date, parse_datetime, quantity
 from cds_service.record import PatientRecord, Resource, reference_of
@@ -50,7 +51,7 @@ def _medication_key(resource: Resource) -> tuple[Any, ...]:
     dosages = resource.get("dosageInstruction") or resource.get("dosage") or ()
     if isinstance(dosages, dict):
         dosages = (dosages,)
-    routes = tuple(concept_key(d.get("route")) for d in dosages if isinstance(d, dict))
+    routes = tuple([concept_key(d.get("route")) for d in dosages if isinstance(d, dict)])  # list: faster
     return (concept_key(resource.get("medicationCodeableConcept")), ref.get("reference"), ref.get("display"),
             contained, routes)
 
@@ -107,23 +108,39 @@ def is_selected(record: PatientRecord, order: Resource) -> bool:
 
 
 @memo
-def active(record: PatientRecord, ctx: FeatureContext, valueset: str) -> tuple[Resource, ...]:
-    """Active (not drafted) medication resources in ``valueset`` (module docstring)."""
+def _active_candidates(record: PatientRecord, ctx: FeatureContext) -> tuple[tuple[Resource, bool], ...]:
+    """The resources that are active whatever the medication (module docstring), in the
+    order :func:`active` reports them, read once per record (not once per ValueSet); each
+    with True when its date cannot be read (``effective`` raised: :func:`active` lets it
+    raise again at that point, as the per-ValueSet scan did)."""
     today = ctx.now.date()
     window = ctx.policy.recent_administration_days
-    out: list[Resource] = []
+    out: list[tuple[Resource, bool]] = []
     for res in record.of_type("MedicationRequest"):
-        if res.get("status") in ("active", "on-hold") and matches(ctx, valueset, res, record):
-            out.append(res)
+        if res.get("status") in ("active", "on-hold"):
+            out.append((res, False))
     for res in record.of_type("MedicationStatement"):
-        if res.get("status") == "active" and matches(ctx, valueset, res, record):
-            out.append(res)
-    for res in record.of_type("MedicationAdministration"):
-        if is_void(res):
+        if res.get("status") == "active":
+            out.append((res, False))
+    for res, void, when in dated(record, ctx, "MedicationAdministration"):
+        if void:
             continue
-        when = effective(res)
-        if when is None or not 0 <= (today - when.date()).days <= window:
+        if when is RAISES:
+            out.append((res, True))
             continue
+        if when is None or not 0 <= (today - when.date()).days <= window:  # type: ignore[union-attr]
+            continue
+        out.append((res, False))
+    return tuple(out)
+
+
+@memo
+def active(record: PatientRecord, ctx: FeatureContext, valueset: str) -> tuple[Resource, ...]:
+    """Active (not drafted) medication resources in ``valueset`` (module docstring)."""
+    out: list[Resource] = []
+    for res, unreadable in _active_candidates(record, ctx):
+        if unreadable:
+            effective(res)  # raises, as reading this resource's date always does
         if matches(ctx, valueset, res, record):
             out.append(res)
     return tuple(out)
@@ -183,10 +200,10 @@ def administrations(
     given: list[Administration] = []
     notes: list[str] = []
     today = ctx.now.date()
-    for res in record.of_type("MedicationAdministration"):
-        if is_void(res) or not matches(ctx, valueset, res, record):
+    for res, void, when_read in dated(record, ctx, "MedicationAdministration"):
+        if void or not matches(ctx, valueset, res, record):
             continue
-        when = effective(res)
+        when = moment(res, when_read)
         if when is None:
             notes.append(f"{reference_of(res)} has no date and was not counted")
             continue

@@ -120,11 +120,15 @@ def concept_key(concept: Any) -> tuple[Any, ...]:
     codings = concept.get("coding")
     if not isinstance(codings, list):
         codings = [concept]
+    elif len(codings) == 1 and type(codings[0]) is dict:  # the common case, without a loop
+        c = codings[0]
+        return ((c.get("system"), c.get("code"), c.get("display")),), concept.get("text")
+    # a list comprehension, not a generator: one key per resource of the record is read
     return (
-        tuple(
+        tuple([
             (c.get("system"), c.get("code"), c.get("display"))
             for c in codings if isinstance(c, dict) or isinstance(c, Mapping)
-        ),
+        ]),
         concept.get("text"),
     )
 

@@ -17,9 +17,10 @@ from datetime import date
 from typing import Any
 
 from cds_service.features import _valuesets as vs
+from cds_service.features._index import dated, moment
 from cds_service.features._medications import administrations
 from cds_service.features._memo import memo
-from cds_service.features._read import effective, in_valueset, is_asserted, is_void, parse_datetime, unavailable
+from cds_service.features._read import in_valueset, is_asserted, is_void, parse_datetime, unavailable
 from cds_service.features._registry import Evidence, FeatureContext, FeatureValue, feature
 from cds_service.record import PatientRecord, Resource, reference_of
 
@@ -78,9 +79,9 @@ def _coded_remission(record: PatientRecord, ctx: FeatureContext, after: date) ->
     """A CR recorded in code after ``after``: an Observation valued, or a Condition coded,
     in CompleteRemission."""
     found = []
-    for obs in record.of_type("Observation"):
-        when = effective(obs)
-        if when and after < when.date() <= ctx.now.date() and not is_void(obs) \
+    for obs, void, when_read in dated(record, ctx, "Observation"):
+        when = moment(obs, when_read)
+        if when and after < when.date() <= ctx.now.date() and not void \
                 and in_valueset(record, ctx, vs.COMPLETE_REMISSION, obs.get("valueCodeableConcept")):
             found.append((when, obs))
     for cond in record.of_type("Condition"):
