@@ -199,7 +199,7 @@ def markdown(results: dict[str, Any]) -> str:
         "```sh",
         "apt-get install -y wrk          # the HTTP load generator (Debian package); without it the HTTP part is skipped",
         "python -m bench                 # full run, a few minutes; --quick for a short one",
-        "python -m bench --write-docs    # also rewrite this section (docs/readme-performance.md)",
+        "python -m bench --write-docs    # also rewrite this section of README.md",
         "```",
         "",
         "It prints the tables below and writes `bench/results/latest.json`. Synthetic patients of 50, 500, 5,000",

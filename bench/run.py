@@ -1,10 +1,10 @@
-"""``python -m bench``: the performance benchmark of issue 6 (see docs/readme-performance.md).
+"""``python -m bench``: the performance benchmark of issue 6 (see the README's Performance section).
 
 Steps, each printed as it runs: synthetic patients of increasing size; in-process
 evaluation per hook; HTTP against the service and the bare-framework floor (wrk, 1 and 2
 workers); the FHIR-server fallback with injected latency; cold start and memory. Prints
 the tables, writes ``bench/results/latest.json`` and, with ``--write-docs``,
-``docs/readme-performance.md``. Exit 0 unless the benchmark itself breaks: numbers never
+the README's Performance section. Exit 0 unless the benchmark itself breaks: numbers never
 fail a run (benchmarks never gate CI).
 """
 
@@ -27,7 +27,7 @@ from bench.servers import ROOT, ServerFailed  # noqa: E402
 from bench.synth import SIZES, make_patient  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
-DOCS = ROOT / "docs" / "readme-performance.md"
+README = ROOT / "README.md"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", default="1,2", help="uvicorn worker counts, comma-separated")
     p.add_argument("--fallback-delay", type=float, default=0.05, help="injected latency per FHIR call, seconds")
     p.add_argument("--skip-http", action="store_true", help="in-process only (no servers)")
-    p.add_argument("--write-docs", action="store_true", help=f"also write {DOCS.relative_to(ROOT)}")
+    p.add_argument("--write-docs", action="store_true", help="also rewrite the Performance section of README.md (between its performance markers)")
     p.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON results")
     return p.parse_args(argv)
 
@@ -65,12 +65,9 @@ def main(argv: list[str] | None = None) -> int:
 
     say("loading the knowledge and compiling the rules ...")
     engine = Engine(load_knowledge())
-    try:  # the server tunes its garbage collector once built (api/app.py); measure the same
-        from cds_service.api.app import tune_gc
-    except ImportError:
-        pass
-    else:
-        tune_gc()
+    from cds_service.api.app import tune_gc
+
+    tune_gc()  # the server tunes its garbage collector once built (api/app.py); measure the same
     templates = {s.id: dict(s.prefetch) for s in engine.services}
 
     say(f"in-process evaluation, sizes {', '.join(f'{s:,}' for s in sizes)} ...")
@@ -124,8 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     say(f"wrote {args.output} ({results['seconds']} s)")
     if args.write_docs:
-        DOCS.write_text(report.markdown(results), encoding="utf-8")
-        say(f"wrote {DOCS}")
+        from cds_service.commands.readme import replace_marked
+
+        section = report.markdown(results).split("\n", 1)[1]  # the README has its own heading
+        README.write_text(replace_marked(README.read_text(encoding="utf-8"), "performance", section), encoding="utf-8")
+        say(f"updated the Performance section of {README}")
     return 1 if "error" in results else 0
 
 

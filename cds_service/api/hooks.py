@@ -8,7 +8,7 @@ anything the client sent):
 3. envelope (``envelope.py``) -> 400 naming the field
 4. prefetch completed from ``fhirServer`` (``record/_fetch.py``) -> 412 naming the keys
 5. record built leniently (``record.build_record``), fetch notes added
-6. engine evaluates in a worker thread (it is CPU-bound; the loop keeps serving)
+6. engine evaluates on the event loop (pure CPU: a worker thread only adds GIL hand-offs)
 7. the audit row is written after the response is sent; a failing store is logged and
    counted, never turned into a failed hook call
 """
@@ -16,7 +16,6 @@ anything the client sent):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import time
 from datetime import UTC, datetime
@@ -24,7 +23,6 @@ from typing import Any
 
 import orjson
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from cds_service.api import logging as cds_logging
@@ -104,9 +102,10 @@ async def call_service(request: Request) -> JSON:
 
     now = datetime.now(UTC)
     kw = {"hook": req["hook"]} if state.evaluate_takes_hook else {}
-    evaluation = await run_in_threadpool(
-        functools.partial(state.engine.evaluate, service_id, record, now, **kw)
-    )
+    # Evaluation is pure CPU under the GIL: a worker thread buys no parallelism, only GIL
+    # hand-offs with the event loop (measured: 30 -> 50 hooks/s for a 500-resource patient
+    # at concurrency 16, `python -m bench`). I/O (fallback fetch, audit write) stays async.
+    evaluation = state.engine.evaluate(service_id, record, now, **kw)
     cards = [_prune(c) for c in evaluation.cards]
     codes = _rule_codes(cards, evaluation.rule_codes)
     for code in codes:
