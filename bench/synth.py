@@ -28,21 +28,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cds_service.knowledge.terms import ATC, INO2_QUESTIONNAIRE, LOINC, SNOMED, UCUM
+from cds_service.knowledge.terms import CRITERION_CODES as CRITERIA
+from cds_service.knowledge.terms import RESPONSE_STATUS_SYSTEM as RESPONSE_STATUS
+
 Resource = dict[str, Any]
 
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-ATC = "http://www.whocc.no/atc"
-UCUM = "http://unitsofmeasure.org"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-INO2_QUESTIONNAIRE = "https://sact-cds.org/fhir/Questionnaire/Ino2Attestation"
-RESPONSE_STATUS = "https://sact-cds.org/fhir/CodeSystem/response-status"
-CRITERIA = (
-    "application-consultant", "vod-risk-awareness", "rr-cd22-bcp-all", "ph-status-tki",
-    "prior-intensive-chemo", "child", "puberty-dosing", "principal-treatment-centre",
-    "mdt-discussion", "performance-status", "treatment-duration-policy", "monotherapy",
-    "no-planned-break", "unlicensed-policy", "spc-use",
-)  # fmt: skip
 
 #: analyte -> (LOINC, display, UCUM unit, reference low, reference high, mean, sd)
 LABS: dict[str, tuple[str, str, str, float, float, float, float]] = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from cds_service.knowledge import terms
 from cds_service.knowledge.terms import CANONICAL_BASE
 
 _VS: Final = f"{CANONICAL_BASE}/ValueSet"
@@ -58,9 +59,9 @@ SERIOUS_LIVER_DISEASE: Final = f"{_VS}/SeriousLiverDisease"
 GILBERT_OR_HAEMOLYSIS: Final = f"{_VS}/GilbertSyndromeOrHaemolysis"
 COMPLETE_REMISSION: Final = f"{_VS}/CompleteRemission"
 
-#: The INO2 attestation Questionnaire (fhir_profiles/); items are the criterion codes
-#: plus ``response-status``, ``mrd-negative`` and ``hsct-planned``.
-INO2_QUESTIONNAIRE: Final = f"{CANONICAL_BASE}/Questionnaire/Ino2Attestation"
+#: The INO2 attestation Questionnaire (fhir_profiles/; canonical in terms.py); items are the
+#: criterion codes plus ``response-status``, ``mrd-negative`` and ``hsct-planned``.
+INO2_QUESTIONNAIRE: Final = terms.INO2_QUESTIONNAIRE
 
 #: Premedication ValueSets by the name used in feature values and card text.
 PREMEDICATIONS: Final = {

@@ -24,6 +24,8 @@ STRUCTURE_DEFINITION_BASE: Final = f"{CANONICAL_BASE}/StructureDefinition"
 RULE_SYSTEM: Final = f"{CANONICAL_BASE}/CodeSystem/sact-cds-rule"
 CRITERION_SYSTEM: Final = f"{CANONICAL_BASE}/CodeSystem/ino2-criterion"
 OVERRIDE_REASON_SYSTEM: Final = f"{CANONICAL_BASE}/CodeSystem/override-reason"
+RESPONSE_STATUS_SYSTEM: Final = f"{CANONICAL_BASE}/CodeSystem/response-status"
+INO2_QUESTIONNAIRE: Final = f"{CANONICAL_BASE}/Questionnaire/Ino2Attestation"
 
 # Our own extensions (defined as StructureDefinitions in fhir_profiles/).
 EXT_SOURCE_STATEMENT: Final = f"{STRUCTURE_DEFINITION_BASE}/source-statement"

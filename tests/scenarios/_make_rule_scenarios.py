@@ -25,20 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cds_service.knowledge.terms import ATC, LOINC, NCIT, SNOMED, UCUM
+from cds_service.knowledge.terms import CRITERION_CODES as CRITERIA
+from cds_service.knowledge.terms import INO2_QUESTIONNAIRE as FORM
+from cds_service.knowledge.terms import RESPONSE_STATUS_SYSTEM as RESPONSE_SYSTEM
+
 HERE = Path(__file__).resolve().parent
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-ATC = "http://www.whocc.no/atc"
-UCUM = "http://unitsofmeasure.org"
-NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
-FORM = "https://sact-cds.org/fhir/Questionnaire/Ino2Attestation"
-RESPONSE_SYSTEM = "https://sact-cds.org/fhir/CodeSystem/response-status"
-CRITERIA = (
-    "application-consultant", "vod-risk-awareness", "rr-cd22-bcp-all", "ph-status-tki",
-    "prior-intensive-chemo", "child", "puberty-dosing", "principal-treatment-centre",
-    "mdt-discussion", "performance-status", "treatment-duration-policy", "monotherapy",
-    "no-planned-break", "unlicensed-policy", "spc-use",
-)
 ATC_CODES = {
     "inotuzumab ozogamicin": "L01FB01", "fluconazole": "J02AC01", "posaconazole": "J02AC04",
     "miconazole": "J02AB01", "imatinib": "L01EA01", "dasatinib": "L01EA02", "asciminib": "L01EA06",

@@ -30,20 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cds_service.knowledge.terms import ATC, INO2_QUESTIONNAIRE, LOINC, SNOMED, UCUM
+from cds_service.knowledge.terms import CRITERION_CODES as CRITERIA
+from cds_service.knowledge.terms import RESPONSE_STATUS_SYSTEM as RESPONSE_STATUS
+
 HERE = Path(__file__).resolve().parent
 
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-ATC = "http://www.whocc.no/atc"
-UCUM = "http://unitsofmeasure.org"
-INO2_QUESTIONNAIRE = "https://sact-cds.org/fhir/Questionnaire/Ino2Attestation"
-RESPONSE_STATUS = "https://sact-cds.org/fhir/CodeSystem/response-status"
-CRITERIA = (
-    "application-consultant", "vod-risk-awareness", "rr-cd22-bcp-all", "ph-status-tki",
-    "prior-intensive-chemo", "child", "puberty-dosing", "principal-treatment-centre",
-    "mdt-discussion", "performance-status", "treatment-duration-policy", "monotherapy",
-    "no-planned-break", "unlicensed-policy", "spc-use",
-)
 
 #: analyte -> (LOINC, display, UCUM unit, reference low, reference high, normal mean, sd)
 LABS: dict[str, tuple[str, str, str, float, float, float, float]] = {
