@@ -306,3 +306,33 @@ def test_the_engine_package_exports_a_sorted_public_api() -> None:
     assert engine_pkg.__all__ == sorted(engine_pkg.__all__)
     for name in ["Engine", "Evaluation", "ServiceDefinition", "apply_activity"]:
         assert name in engine_pkg.__all__ and hasattr(engine_pkg, name)
+
+
+def test_the_ast_built_from_the_strict_parse_equals_fhirpathpys_own_for_every_shipped_expression() -> None:
+    """The engine builds fhirpathpy's AST from the parse tree of its strict syntax check
+    instead of parsing again; it must be the very AST fhirpathpy's ``parse`` gives."""
+    import json as _json
+    from pathlib import Path
+
+    from fhirpathpy.parser import parse as fhirpathpy_parse
+
+    from cds_service.engine.conditions import _parsed
+
+    root = Path(__file__).resolve().parents[1] / "plan_definitions"
+    expressions: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if node.get("language") == "text/fhirpath" and isinstance(node.get("expression"), str):
+                expressions.append(node["expression"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for path in sorted(root.rglob("*.json")):
+        walk(_json.loads(path.read_text(encoding="utf-8")))
+    assert len(expressions) > 50
+    for expression in expressions:
+        assert _parsed(expression) == fhirpathpy_parse(expression), expression

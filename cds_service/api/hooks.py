@@ -73,7 +73,7 @@ async def call_service(request: Request) -> JSON:
     fetch = await complete_prefetch(
         templates,
         req,
-        state.http(),
+        state.http,
         timeout=settings.fetch_timeout_seconds,
         concurrency=settings.fetch_concurrency,
         max_pages=settings.fetch_max_pages,

@@ -27,10 +27,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import jwt
+
+if TYPE_CHECKING:  # httpx is imported where a fetch happens: it costs ~0.15 s at start-up
+    import httpx
 
 from cds_service.settings import Issuer, Settings, SettingsError
 
@@ -127,6 +129,8 @@ class JwksCache:
         return self._keys.get(kid)
 
     async def _refresh(self) -> None:
+        import httpx  # deferred: importing it costs ~0.15 s of every start-up
+
         async with self._lock:
             if self._clock() - self._fetched_at <= self._min_refresh:
                 return  # another request refreshed meanwhile

@@ -68,10 +68,12 @@ import fhirpathpy
 import orjson
 from antlr4 import CommonTokenStream, InputStream
 from antlr4.error.ErrorListener import ErrorListener
+from antlr4.tree.Tree import ParseTreeWalker
 from fhirpathpy.engine.invocations import invocation_registry
 from fhirpathpy.engine.nodes import FP_Type, ResourceNode
 from fhirpathpy.engine.util import set_paths as _FhirpathFunction
 from fhirpathpy.parser import parse as _fhirpathpy_parse
+from fhirpathpy.parser.ASTPathListener import ASTPathListener
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
@@ -167,9 +169,15 @@ def _strict_parse(expression: str) -> tuple[Any, list[str]]:
 
 @functools.lru_cache(maxsize=1024)
 def _parsed(expression: str) -> Any:
-    """fhirpathpy's AST of ``expression``, parsed once per process: the two hooks' plans
-    share most rules (callers get a deep copy)."""
-    return _fhirpathpy_parse(expression)
+    """fhirpathpy's AST of ``expression``, built once per process from the parse tree the
+    strict check already made (fhirpathpy's own ``parse`` runs the ANTLR parser again on
+    the same grammar rule: half the engine's start-up). Callers get a deep copy."""
+    tree, errors = _strict_parse(expression)
+    if errors:  # callers check syntax first; keep fhirpathpy's own behaviour regardless
+        return _fhirpathpy_parse(expression)
+    listener = ASTPathListener()
+    ParseTreeWalker().walk(listener, tree.expression())
+    return listener.parentStack[0]
 
 
 def syntax_errors(expression: str) -> list[str]:

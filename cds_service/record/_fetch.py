@@ -18,11 +18,13 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
-import httpx
 import orjson
+
+if TYPE_CHECKING:  # httpx is imported where a fetch happens: it costs ~0.15 s at start-up
+    import httpx
 
 from cds_service.record._model import DataNote
 
@@ -122,7 +124,7 @@ def _is_outcome(value: Any) -> bool:
 async def complete_prefetch(
     templates: Mapping[str, str],
     request: Mapping[str, Any],
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
     *,
     timeout: float = 5.0,
     concurrency: int = 4,
@@ -132,7 +134,9 @@ async def complete_prefetch(
 ) -> FetchResult:
     """Return the request's prefetch with every missing (or OperationOutcome) key filled
     from ``fhirServer`` where possible. ``on_fetch(outcome)`` is told ``ok``, ``not_found``
-    or ``error`` per key fetched (for metrics)."""
+    or ``error`` per key fetched (for metrics). ``client`` may be a factory, called only
+    when something must be fetched (building an HTTP client is not free: most hook calls
+    arrive with their prefetch complete)."""
     context = request.get("context") or {}
     given = request.get("prefetch")
     result = FetchResult(prefetch=dict(given) if isinstance(given, Mapping) else {})
@@ -176,6 +180,8 @@ async def complete_prefetch(
     headers = {"Accept": "application/fhir+json, application/json"}
     if isinstance(token, str) and token:
         headers["Authorization"] = f"Bearer {token}"
+    if callable(client):
+        client = client()
     fetcher = _Fetcher(client, str(server), headers, timeout, asyncio.Semaphore(concurrency), max_pages)
 
     async def one(key: str, query: str) -> tuple[str, Any, str | None, list[DataNote]]:
@@ -288,6 +294,8 @@ class _Fetcher:
         return body
 
     async def _get(self, url: str) -> tuple[int, Any]:
+        import httpx  # deferred: importing it costs ~0.15 s of every start-up
+
         async with self.gate:
             try:
                 async with asyncio.timeout(self.timeout):
