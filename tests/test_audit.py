@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def test_the_policy_in_force_is_the_settings_policy_when_the_engine_has_none() -
 
 def test_a_store_that_is_down_is_logged_and_counted_but_the_hook_still_answers(caplog: Any) -> None:
     class Down(AuditStore):
-        def record_invocation(self, rec: InvocationRecord) -> int:
+        def record_invocations(self, records: Sequence[InvocationRecord]) -> list[int]:
             raise OperationalError("INSERT", {}, Exception("disk full"))
 
     app, _, _ = app_with(store=Down("sqlite://"))

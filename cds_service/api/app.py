@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # httpx is imported where a fetch happens: it costs ~0.15 s a
 
 from cds_service import __version__
 from cds_service.api import logging as cds_logging
+from cds_service.api.audit_writer import AuditWriter
 from cds_service.api.cors import cors
 from cds_service.api.discovery import discovery, hooks_of, render_services
 from cds_service.api.errors import (
@@ -82,6 +83,7 @@ class ServiceState:
         self.evaluate_takes_hook = "hook" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
+        self.audit_writer = AuditWriter(store)
 
     def http(self) -> httpx.AsyncClient:
         """The outbound client (fhirServer fallback, JWKS), one per event loop."""
@@ -96,6 +98,7 @@ class ServiceState:
         return self._http
 
     async def aclose(self) -> None:
+        await run_in_threadpool(self.audit_writer.close)  # commit what is queued
         if self._http is not None:
             await self._http.aclose()
 
@@ -116,7 +119,7 @@ class ServiceState:
     async def write_audit(self, record: InvocationRecord) -> None:
         """Store an invocation; a failure is logged and counted, never raised."""
         try:
-            await run_in_threadpool(self.store.record_invocation, record)
+            await asyncio.wrap_future(self.audit_writer.submit(record))
         except Exception as exc:  # noqa: BLE001 - the audit must never fail a hook call
             self.metrics.errors.labels("audit").inc()
             log.error("audit write failed (%s); the hook response was not affected", type(exc).__name__)
