@@ -10,7 +10,10 @@ from fixtures.engine import kit
 
 import cds_service.knowledge as knowledge_pkg
 from cds_service.commands.cards_doc import cards_doc
-from cds_service.engine.cards_doc import END, START, cards_doc_markdown, cards_doc_rows, replace_section
+from cds_service.commands.readme import replace_marked
+from cds_service.engine.cards_doc import cards_doc_markdown, cards_doc_rows
+
+START, END = "<!-- cards-doc:start -->", "<!-- cards-doc:end -->"
 
 
 def rows() -> list[list[str]]:
@@ -44,10 +47,10 @@ def test_the_markdown_is_a_table_that_says_it_is_generated() -> None:
 
 def test_the_section_between_the_markers_is_replaced_and_the_rest_kept() -> None:
     readme = f"# X\n\n## What the cards check\n\n{START}\nold\n{END}\n\n## Next\n"
-    out = replace_section(readme, "new table\n")
+    out = replace_marked(readme, "cards-doc", "new table\n")
     assert out == f"# X\n\n## What the cards check\n\n{START}\nnew table\n{END}\n\n## Next\n"
     with pytest.raises(ValueError):
-        replace_section("no markers", "x")
+        replace_marked("no markers", "cards-doc", "x")
 
 
 @pytest.fixture

@@ -31,7 +31,8 @@ from cds_service.commands import CONTEXT_SETTINGS
 def cards_doc(knowledge_dirs: tuple[Path, ...], write_to: Path | None, check: bool) -> None:
     """Print (or write into the README) one table row per card rule of the rule
     PlanDefinitions: rule code, hook, indicator, summary, what fires it, source."""
-    from cds_service.engine.cards_doc import cards_doc_markdown, replace_section
+    from cds_service.commands.readme import replace_marked
+    from cds_service.engine.cards_doc import cards_doc_markdown
     from cds_service.errors import KnowledgeError
     from cds_service.knowledge import KNOWLEDGE_DIRS, load_knowledge
 
@@ -46,7 +47,7 @@ def cards_doc(knowledge_dirs: tuple[Path, ...], write_to: Path | None, check: bo
     target = write_to or Path("README.md")
     try:
         text = target.read_text(encoding="utf-8")
-        updated = replace_section(text, section)
+        updated = replace_marked(text, "cards-doc", section)
     except FileNotFoundError:
         raise click.ClickException(f"{target} does not exist") from None
     except ValueError as exc:

@@ -16,9 +16,6 @@ from typing import Any
 from cds_service.engine._plan import BUILTIN_TEMPLATE, TEMPLATE_CODE, named_events, plan_hooks, rule_code
 from cds_service.knowledge.terms import PRIORITY_TO_INDICATOR
 
-START = "<!-- cards-doc:start -->"
-END = "<!-- cards-doc:end -->"
-
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'*])")
 
 
@@ -83,14 +80,3 @@ def cards_doc_markdown(plans: Iterable[Mapping[str, Any]]) -> str:
     ]
     lines += ["| " + " | ".join(row) + " |" for row in cards_doc_rows(plans)]
     return "\n".join(lines) + "\n"
-
-
-def replace_section(text: str, section: str) -> str:
-    """``text`` with what lies between the cards-doc markers replaced by ``section``.
-
-    Raises ValueError if the markers are missing or out of order.
-    """
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < 0 or end < start:
-        raise ValueError(f"no '{START}' ... '{END}' markers")
-    return text[: start + len(START)] + "\n" + section + text[end:]
