@@ -35,3 +35,24 @@ def test_the_cache_goes_with_its_record():
     del rec
     gc.collect()
     assert key not in _memo._STORES
+
+
+def test_the_last_pair_shortcut_keeps_no_record_alive():
+    # _memo._LAST answers repeated asks for one (record, context) pair; it must not keep
+    # a record (patient data) alive after the evaluation lets go of it
+    rec = record(drafts=[draft("ino", mg=0.5)])
+    course(rec, ctx())
+    assert _memo._LAST[0]() is rec
+    del rec
+    gc.collect()
+    assert _memo._LAST is _memo._NOTHING
+
+
+def test_alternating_records_and_contexts_never_share_results():
+    early, late = ctx(), ctx(now=NOW + timedelta(days=1))
+    a = record(given("d1", -7), drafts=[draft("ino", on=None, mg=0.5)])
+    b = record(given("d1", -8), drafts=[draft("ino", on=None, mg=0.5)])
+    for _ in range(2):  # each ask follows an ask about another pair
+        assert course(a, early).selected[0].day_of_cycle == 8
+        assert course(b, early).selected[0].day_of_cycle == 9
+        assert course(a, late).selected[0].day_of_cycle == 9

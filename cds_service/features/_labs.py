@@ -40,42 +40,53 @@ _LABEL = {"bilirubin": "Total bilirubin", "ast": "AST", "alt": "ALT", "alp": "AL
 _NO_RESULT = frozenset({"registered", "cancelled", "entered-in-error"})
 
 
+#: One usable result: (when, its position in the record, the Observation).
+_Row = tuple[datetime, int, Resource]
+
+
 @memo
-def _usable_observations(record: PatientRecord, ctx: FeatureContext) -> tuple[tuple[datetime, Resource, Any], ...]:
-    """Every Observation with a result dated up to now, newest first, with its code's
-    :func:`concept_key` (read once per record)."""
-    out = []
-    for obs, void, when_read in dated(record, ctx, "Observation"):
-        if obs.get("status") in _NO_RESULT or void:
+def _usable_by_code(record: PatientRecord, ctx: FeatureContext) -> tuple[tuple[Any, tuple[_Row, ...]], ...]:
+    """Every Observation with a result dated up to now, grouped by its code's
+    :func:`concept_key` (groups in order of first appearance, rows in record order).
+
+    Why grouped: a record repeats a few lab codes hundreds of times, so ValueSet membership
+    is asked once per distinct code, and one pass over the record serves every ValueSet.
+    """
+    groups: dict[Any, list[_Row]] = {}
+    now = ctx.now
+    for n, (obs, void, when_read) in enumerate(dated(record, ctx, "Observation")):
+        if void or obs.get("status") in _NO_RESULT:
             continue
         when = moment(obs, when_read)
-        if when is None or when > ctx.now:
+        if when is None or when > now:
             continue
-        out.append((when, obs, concept_key(obs.get("code"))))
-    out.sort(key=lambda t: t[0], reverse=True)
-    return tuple(out)
+        key = concept_key(obs.get("code"))
+        rows = groups.get(key)
+        if rows is None:
+            rows = groups[key] = []
+        rows.append((when, n, obs))
+    return tuple((key, tuple(rows)) for key, rows in groups.items())
 
 
-@memo
-def _usable_by_code(record: PatientRecord, ctx: FeatureContext) -> tuple[tuple[Any, tuple[int, ...]], ...]:
-    """Positions in :func:`_usable_observations` of each distinct code key, in order of
-    first appearance (a record repeats a few lab codes hundreds of times)."""
-    groups: dict[Any, list[int]] = {}
-    for i, (_, _, key) in enumerate(_usable_observations(record, ctx)):
-        groups.setdefault(key, []).append(i)
-    return tuple((key, tuple(positions)) for key, positions in groups.items())
+def _position(row: _Row) -> int:
+    return row[1]
+
+
+def _when(row: _Row) -> datetime:
+    return row[0]
 
 
 @memo
 def observations(record: PatientRecord, ctx: FeatureContext, valueset: str) -> tuple[tuple[datetime, Resource], ...]:
-    """Results in ``valueset`` up to now, newest first (undated ones are not usable)."""
-    usable = _usable_observations(record, ctx)
-    picked: list[int] = []
-    for key, positions in _usable_by_code(record, ctx):
-        if in_valueset(record, ctx, valueset, usable[positions[0]][1].get("code"), key):
-            picked.extend(positions)
-    picked.sort()
-    return tuple((usable[i][0], usable[i][1]) for i in picked)
+    """Results in ``valueset`` up to now, newest first, equal times in record order
+    (undated ones are not usable)."""
+    picked: list[_Row] = []
+    for key, rows in _usable_by_code(record, ctx):
+        if in_valueset(record, ctx, valueset, rows[0][2].get("code"), key):
+            picked.extend(rows)
+    picked.sort(key=_position)
+    picked.sort(key=_when, reverse=True)  # stable: equal times keep record order
+    return tuple((when, obs) for when, _, obs in picked)
 
 
 def _norm_unit(unit: str) -> str:

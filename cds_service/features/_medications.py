@@ -18,12 +18,13 @@ evaluation day, and every feature value built on it says so (``date_assumed``).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from cds_service.features._index import RAISES, dated, moment
-from cds_service.features._memo import memo, scratch, shared
+from cds_service.features._memo import memo, shared
 from cds_service.features._read import concept_key, effective, is_void, parse_date, parse_datetime, quantity
 from cds_service.record import PatientRecord, Resource, reference_of
 
@@ -56,41 +57,129 @@ def _medication_key(resource: Resource) -> tuple[Any, ...]:
             contained, routes)
 
 
-def _key_of(cache: dict[Any, Any], resource: Resource) -> tuple[tuple[Any, ...], int]:
-    """The resource's :func:`_medication_key`, read once per resource of the record, and
-    a small number standing for it in this record (cheaper to hash on every lookup). The
-    entry holds the resource, so an id is only trusted for the object it was taken from."""
-    slot = ("medkey", id(resource))
-    seen = cache.get(slot)
-    if seen is not None and seen[0] is resource:
-        return seen[1], seen[2]
-    key = _medication_key(resource)
-    numbers = cache.setdefault("medkeys", {})
-    number = numbers.setdefault(key, len(numbers))
-    cache[slot] = (resource, key, number)
-    return key, number
+#: Stands for "the medication key of this resource could not be read" (malformed input):
+#: :func:`matches` then reads it again where it is asked, so the exception surfaces in the
+#: feature that asked, as it always did, and not in every feature that reads medications.
+_UNREADABLE: Final = -1
+
+
+@dataclass(frozen=True, slots=True)
+class _Numbering:
+    """Every medication resource of the record and of the ordering session, numbered by
+    its :func:`_medication_key` (equal numbers, equal ValueSet membership).
+
+    Why: a record holds a few distinct medications given hundreds of times, and the
+    features ask about a dozen ValueSets. Reading each resource's key once and asking the
+    terminology once per (ValueSet, distinct medication) turns "resources x ValueSets"
+    key reads into "resources + distinct x ValueSets" lookups.
+
+    - ``number_of``: ``id(resource)`` -> (resource, number); the resource is kept so an
+      id is only trusted for the object it was taken from;
+    - ``keys`` / ``representative``: per number, its key and the first resource with it.
+    """
+
+    number_of: dict[int, tuple[Resource, int]]
+    keys: tuple[tuple[Any, ...], ...]
+    representative: tuple[Resource, ...]
+
+
+@memo
+def _numbering(record: PatientRecord, ctx: FeatureContext) -> _Numbering:
+    numbers: dict[tuple[Any, ...], int] = {}
+    representative: list[Resource] = []
+    number_of: dict[int, tuple[Resource, int]] = {}
+    for rtype in MEDICATION_TYPES:
+        for res in record.of_type(rtype):
+            number_of[id(res)] = (res, _number(res, numbers, representative))
+    for res in record.draft_orders:
+        number_of[id(res)] = (res, _number(res, numbers, representative))
+    return _Numbering(number_of, tuple(numbers), tuple(representative))
+
+
+def _number(res: Resource, numbers: dict[tuple[Any, ...], int], representative: list[Resource]) -> int:
+    try:
+        key = _medication_key(res)
+    except Exception:  # noqa: BLE001 - malformed: read again (and raise) where it is asked
+        return _UNREADABLE
+    number = numbers.get(key)
+    if number is None:
+        number = numbers[key] = len(numbers)
+        representative.append(res)
+    return number
+
+
+#: Numbers for medication keys across records (never reused, so a number kept by one
+#: record can never stand for another medication after the shared cache is cleared).
+_GLOBAL_NUMBERS = itertools.count()
+
+
+def _shareable(key: tuple[Any, ...]) -> bool:
+    """Membership depends on the key alone (no reference other than to a contained Medication)."""
+    ref = key[1]
+    return ref is None or (isinstance(ref, str) and ref.startswith("#"))
+
+
+def _shared_number(common: dict[tuple[Any, ...], Any], key: tuple[Any, ...]) -> int:
+    number = common.get(("medid", key))
+    if number is None:
+        number = common[("medid", key)] = next(_GLOBAL_NUMBERS)
+    return number
+
+
+def _member(ctx: FeatureContext, valueset: str, key: tuple[Any, ...], res: Resource, record: PatientRecord,
+            number: int | None = None) -> bool:
+    """``terminology.matches_medication``, kept across records when :func:`_shareable`.
+
+    The shared cache is keyed by a process-wide ``number`` per distinct key, so the nested
+    key tuple is hashed once per record, not once per ValueSet asked."""
+    if not _shareable(key):
+        return bool(ctx.terminology.matches_medication(valueset, res, record))
+    common = shared(ctx.terminology)
+    full = ("med", valueset, _shared_number(common, key) if number is None else number)
+    hit = common.get(full)
+    if hit is None:
+        hit = common[full] = bool(ctx.terminology.matches_medication(valueset, res, record))
+    return hit
+
+
+@memo
+def _shared_numbers(record: PatientRecord, ctx: FeatureContext) -> tuple[int | None, ...]:
+    """Per number of the record, its process-wide number when :func:`_shareable` (else None)."""
+    common = shared(ctx.terminology)
+    return tuple(_shared_number(common, key) if _shareable(key) else None for key in _numbering(record, ctx).keys)
+
+
+@memo
+def _hits(record: PatientRecord, ctx: FeatureContext, valueset: str) -> tuple[frozenset[int], frozenset[int]]:
+    """The numbers (:class:`_Numbering`) of the medications in ``valueset``, and those whose
+    membership raised (asked again, and so raising again, only where such a resource is asked)."""
+    nb = _numbering(record, ctx)
+    hits: set[int] = set()
+    raised: set[int] = set()
+    for n, (key, number, res) in enumerate(zip(nb.keys, _shared_numbers(record, ctx), nb.representative,
+                                              strict=True)):
+        try:
+            if _member(ctx, valueset, key, res, record, number):
+                hits.add(n)
+        except Exception:  # noqa: BLE001 - see the docstring
+            raised.add(n)
+    return frozenset(hits), frozenset(raised)
+
+
+def _in(nb: _Numbering, hits: tuple[frozenset[int], frozenset[int]], ctx: FeatureContext, valueset: str,
+        resource: Resource, record: PatientRecord) -> bool:
+    """Whether ``resource`` is in ``valueset``, given the record's numbering and that
+    ValueSet's :func:`_hits`; a resource outside the numbering, or unreadable, is read directly."""
+    entry = nb.number_of.get(id(resource))
+    if entry is not None and entry[0] is resource and entry[1] != _UNREADABLE and entry[1] not in hits[1]:
+        return entry[1] in hits[0]
+    return _member(ctx, valueset, _medication_key(resource), resource, record)
 
 
 def matches(ctx: FeatureContext, valueset: str, resource: Resource, record: PatientRecord) -> bool:
-    """``terminology.matches_medication``, cached per distinct medication for this record
-    and, when the medication does not depend on the record (no reference other than to a
-    contained Medication), across records too."""
-    cache = scratch(record, ctx)
-    key, number = _key_of(cache, resource)
-    slot = ("med", valueset, number)
-    hit = cache.get(slot)
-    if hit is None:
-        ref = key[1]
-        if ref is None or (isinstance(ref, str) and ref.startswith("#")):
-            common = shared(ctx.terminology)
-            full = ("med", valueset, key)
-            hit = common.get(full)
-            if hit is None:
-                hit = common[full] = bool(ctx.terminology.matches_medication(valueset, resource, record))
-        else:
-            hit = bool(ctx.terminology.matches_medication(valueset, resource, record))
-        cache[slot] = hit
-    return hit
+    """Is the medication of ``resource`` in ``valueset``? (``terminology.matches_medication``,
+    asked once per distinct medication of the record: :class:`_Numbering`.)"""
+    return _in(_numbering(record, ctx), _hits(record, ctx, valueset), ctx, valueset, resource, record)
 
 
 @memo
@@ -138,40 +227,31 @@ def _active_candidates(record: PatientRecord, ctx: FeatureContext) -> tuple[tupl
 def active(record: PatientRecord, ctx: FeatureContext, valueset: str) -> tuple[Resource, ...]:
     """Active (not drafted) medication resources in ``valueset`` (module docstring)."""
     out: list[Resource] = []
+    nb, hits = _numbering(record, ctx), _hits(record, ctx, valueset)
     for res, unreadable in _active_candidates(record, ctx):
         if unreadable:
             effective(res)  # raises, as reading this resource's date always does
-        if matches(ctx, valueset, res, record):
+        if _in(nb, hits, ctx, valueset, res, record):
             out.append(res)
     return tuple(out)
 
 
 @memo
-def _history_candidates(
-    record: PatientRecord, ctx: FeatureContext
-) -> tuple[tuple[tuple[Resource, int], ...], tuple[tuple[int, Resource], ...]]:
-    """The non-void, non-draft medication resources in history order, each with the
-    number of its medication key, and one resource per distinct key (read once per
-    record: the ValueSets asked about are then matched per distinct medication)."""
-    cache = scratch(record, ctx)
-    rows: list[tuple[Resource, int]] = []
-    first: dict[int, Resource] = {}
-    for rtype in MEDICATION_TYPES:
-        for res in record.of_type(rtype):
-            if is_void(res) or res.get("status") == "draft" or res.get("status") == "intended":
-                continue
-            _, number = _key_of(cache, res)
-            rows.append((res, number))
-            first.setdefault(number, res)
-    return tuple(rows), tuple(first.items())
+def _history_rows(record: PatientRecord, ctx: FeatureContext) -> tuple[Resource, ...]:
+    """The non-void, non-draft medication resources, in history order (read once per record)."""
+    return tuple(
+        res
+        for rtype in MEDICATION_TYPES
+        for res in record.of_type(rtype)
+        if not (is_void(res) or res.get("status") == "draft" or res.get("status") == "intended")
+    )
 
 
 @memo
 def history(record: PatientRecord, ctx: FeatureContext, valueset: str) -> tuple[Resource, ...]:
     """Every non-void, non-draft medication resource in ``valueset`` (module docstring)."""
-    rows, distinct = _history_candidates(record, ctx)
-    hits = {number for number, res in distinct if matches(ctx, valueset, res, record)}
-    return tuple(res for res, number in rows if number in hits)
+    nb, hits = _numbering(record, ctx), _hits(record, ctx, valueset)
+    return tuple(res for res in _history_rows(record, ctx) if _in(nb, hits, ctx, valueset, res, record))
 
 
 def medication_date(resource: Resource) -> date | None:
@@ -200,8 +280,9 @@ def administrations(
     given: list[Administration] = []
     notes: list[str] = []
     today = ctx.now.date()
+    nb, hits = _numbering(record, ctx), _hits(record, ctx, valueset)
     for res, void, when_read in dated(record, ctx, "MedicationAdministration"):
-        if void or not matches(ctx, valueset, res, record):
+        if void or not _in(nb, hits, ctx, valueset, res, record):
             continue
         when = moment(res, when_read)
         if when is None:

@@ -33,11 +33,36 @@ def _store(record: object) -> dict[Any, Any]:
     return store
 
 
+#: The (record, context) pair asked about last and its results: one evaluation asks ~500
+#: times in a row for the same pair, and this check is a third of the dict lookups below.
+#: The record is held weakly and the entry is dropped when the record goes (no patient
+#: data outlives its record here); reading and replacing the tuple are single steps under
+#: the GIL, so threads cannot see a torn pair.
+_NOTHING: tuple[Any, Any, dict[tuple[Any, ...], Any]] = (lambda: None, None, {})
+_LAST = _NOTHING
+
+
+def _forget(ref: weakref.ref[Any]) -> None:
+    global _LAST
+    if _LAST[0] is ref:
+        _LAST = _NOTHING
+
+
 def _results(record: object, ctx: Any) -> dict[tuple[Any, ...], Any]:
     """The results kept for ``record`` under the context values that can change them
     (``now``, the terminology, the site policy, the regimens). Found by the context object's identity
     first (the context is kept alive with its entry, so its id is not reused), since
     hashing the policy on every call of a helper costs more than the helper's lookup."""
+    global _LAST
+    last = _LAST
+    if last[1] is ctx and last[0]() is record:
+        return last[2]
+    results = _lookup(record, ctx)
+    _LAST = (weakref.ref(record, _forget), ctx, results)
+    return results
+
+
+def _lookup(record: object, ctx: Any) -> dict[tuple[Any, ...], Any]:
     store = _store(record)
     seen = store.get(id(ctx))
     if seen is not None and seen[0] is ctx:

@@ -36,13 +36,15 @@ def build_record(
             notes.append(DataNote("missing", key, f"prefetch '{key}' was not provided"))
     for key, value in prefetch.items():
         for res in _resources_in(value, key, notes):
-            res = normalise(res, notes)
-            by_key[(res.get("resourceType", ""), str(res.get("id", "")))] = res
+            if res.get("resourceType") == "MedicationOrder":
+                res = normalise(res, notes)
+            rid = res.get("id", "")
+            by_key[(res.get("resourceType", ""), rid if type(rid) is str else str(rid))] = res
 
     draft_orders = tuple(
         normalise(r, notes) for r in _resources_in(context.get("draftOrders"), "draftOrders", notes)
     )
-    draft_refs = {reference_of(o) for o in draft_orders}
+    drafted = {(o.get("resourceType", ""), str(o.get("id", ""))) for o in draft_orders}
 
     patient_id = context.get("patientId")
     patient = by_key.pop(("Patient", str(patient_id)), None)
@@ -53,10 +55,14 @@ def build_record(
             patient = by_key.pop(patients[0])
 
     resources: dict[str, list[Resource]] = {}
-    for (rtype, _), res in by_key.items():
-        if rtype == "Patient" or f"{rtype}/{res.get('id', '')}" in draft_refs:
+    for type_id, res in by_key.items():
+        rtype = type_id[0]
+        if rtype == "Patient" or type_id in drafted:
             continue
-        resources.setdefault(rtype, []).append(res)
+        group = resources.get(rtype)
+        if group is None:
+            group = resources[rtype] = []
+        group.append(res)
 
     if hook == "order-select":
         selections = tuple(str(s) for s in context.get("selections") or ())
