@@ -214,6 +214,8 @@ VALUES: list[Any] = [
     [{"code": 1}, {"code": "b"}], [{"status": "met", "_status": {"extension": []}}],
     {"value": 2, "unit": "mg", "system": "http://unitsofmeasure.org", "code": "mg"}, 1e-05, 2.0, 12345678901234567890,
     0.8, 0.1, [0.8, 0.5], [{"code": "d8", "mg_m2": 0.5}, {"code": "d1", "mg_m2": 0.8}],
+    [{"code": "d1", "status": "met"}], {"a": {"b": 2.345}}, {"a": [{"b": 1}, {"b": 2.5}]}, {"a": {"b": None}},
+    -0.0, 7,
 ]  # fmt: skip
 EXPRESSIONS = [
     "%features.x.value = 1", "%features.x.value != 1", "%features.x.value > 1", "%features.x.value <= 1.5",
@@ -241,6 +243,18 @@ EXPRESSIONS = [
     "'a' - 1", "%features.x.value.abs()", "(2.5).round(0)", "(0.125).round(2).toString()",
     "%features.x.value.code | %features.x.value.status", "(%features.x.value.select('- ' + code) | 'end').join(',')",
     "%features.x.value | %features.x.value", "'a' | 'b' | 'a'",
+    # flat paths, chains and _fastmath: each against fhirpathpy too
+    "%features.x.value.a.b", "%features.x.value.a.b.round(1)", "%features.x.value.a.where(b > 2).b",
+    "%features.x.value.a.exists() and %features.x.value.a.b > 1", "%features.x.value.code.status",
+    "'<' + %features.x.value.code + '>' + 'end'", "%features.x.value + 1 - 2 + 3", "'a' + 'b' - 'c'",
+    "%features.x.value.toString() + ', ' + %features.x.status", "%features.x.value - %features.x.value + 'x'",
+    "%features.x.value > 0 and %features.x.value < 2 and %features.x.status = 'met'",
+    "%features.x.value.empty() or %features.x.value = 1 or %features.x.value = 'abc'",
+    "%features.x.value and true and %features.x.value", "false or {} or %features.x.value.exists()",
+    "%features.x.value.round(10)", "%features.x.value.round(0)", "(%features.x.value * 3 / 7).round(3).toString()",
+    "(%features.x.value / 2 * 2)", "%features.x.value.abs().round(2)", "(%features.x.value - 10).abs()",
+    "%features.x.value.where(code = 'zzz').code.join('; ')", "%features.x.value.join(', ')",
+    "%features.x.value != false", "%features.x.value < true", "%features.x.value = 7", "%features.x.value >= 2.345",
 ]  # fmt: skip
 
 

@@ -16,17 +16,25 @@ builds Python closures from fhirpathpy's own parse tree (~2-10 µs per expressio
 - ``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``and``, ``or``; ``|`` of distinct strings
   (fhirpathpy de-duplicates by a key that depends on its internal wrapping, so any
   duplicate, or a non-string, is left to it);
-- arithmetic ``+``, ``-``, ``*``, ``/``, ``abs()``, ``round(<number literal>)``, computed by
-  fhirpathpy's own functions (``invocations/math.py``, ``check_number_param``) on the same
-  Python types it would see (ints stay ints, floats become ``Decimal(str(x))`` as in its
-  ``util.get_data``), so results agree to the last digit.
+- arithmetic ``+``, ``-``, ``*``, ``/``, ``abs()``, ``round(<number literal>)``, on the
+  same Python types fhirpathpy would see (ints stay ints, floats become
+  ``Decimal(str(x))`` as in its ``util.get_data``): plain numbers (and ``+`` of two
+  strings) by the very operation of fhirpathpy's function (_fastmath.py), anything else by
+  that function itself (``invocations/math.py``, ``check_number_param``), so results
+  agree to the last digit.
+
+The closures are the per-request cost of every rule, so the common shapes are built
+flat: a member path ``%features.x.value.y`` walks the JSON in one loop
+(_fastvalues.walk_value), a chain ``a + b + ...`` or ``a and b and ...`` is one loop over
+its operands, in fhirpathpy's order, and a comparison with a literal knows the literal's
+type beforehand. What the closures do to values is in _fastvalues.py.
 
 Anything else is not compiled here (``compile_fast`` returns None) and fhirpathpy runs.
 At run time the closures handle only values whose FHIRPath meaning is plain: comparisons
 of two single strings, two single numbers (bools excluded) or two single bools; empty
 propagating as empty; member access on JSON objects without primitive extensions
 (``_name``). Any other case (comparing collections, mixed types, nested lists, ``null``
-inside a list, a non-string ``join``) raises :class:`Fallback`, and the whole expression
+inside a list, a ``join`` of non-strings) raises :class:`Fallback`, and the whole expression
 is evaluated by fhirpathpy, so the result — or the error — is fhirpathpy's own. Both sides
 of ``and``/``or`` are always evaluated, as fhirpathpy does, so no error is hidden by a
 short cut. tests/test_engine_conditions.py checks both agree over a matrix of
@@ -44,12 +52,21 @@ from fhirpathpy.engine import check_number_param
 from fhirpathpy.engine.evaluators import number_literal, string_literal
 from fhirpathpy.engine.invocations import math as fp_math
 
+from cds_service.engine import _fastmath as fastmath
+from cds_service.engine._fastvalues import (
+    KINDS,
+    Fallback,
+    boolean,
+    collection,
+    kind_of,
+    path_plan,
+    single,
+    walk,
+    walk_value,
+)
+
 #: (variables, focus) -> collection
 Closure = Callable[[Mapping[str, Any], list[Any]], list[Any]]
-
-
-class Fallback(Exception):
-    """This value is outside the plain subset: let fhirpathpy evaluate the expression."""
 
 
 class _Unsupported(Exception):
@@ -76,59 +93,6 @@ def compile_fast(tree: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], list[
         return None
     root: list[Any] = [{}]
     return lambda variables: fn(variables, root)
-
-
-# -- values -------------------------------------------------------------------------------
-
-
-_SCALARS = (str, int, bool, Decimal)
-
-
-def _is_object(x: Any) -> bool:
-    return type(x) is dict or (not isinstance(x, _SCALARS) and isinstance(x, Mapping))
-
-
-def _norm(x: Any) -> Any:
-    """A JSON value as fhirpathpy sees it (``util.get_data``): a float becomes
-    ``Decimal(str(x))``; ints, bools, strings and objects stay as they are."""
-    if type(x) is float:
-        return Decimal(str(x))
-    return x
-
-
-def _kind(x: Any) -> str:
-    if isinstance(x, bool):
-        return "bool"
-    if isinstance(x, (int, Decimal)):
-        return "number"
-    if isinstance(x, str):
-        return "str"
-    raise Fallback(type(x).__name__)
-
-
-def _collection(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    kind = type(value)
-    if kind is list or kind is tuple:
-        out = []
-        for item in value:
-            if item is None or type(item) is list or type(item) is tuple:
-                raise Fallback("null or nested list")
-            out.append(Decimal(str(item)) if type(item) is float else item)
-        return out
-    if kind is float:
-        return [Decimal(str(value))]
-    return [value]
-
-
-def _single(coll: list[Any]) -> Any:
-    """The one scalar of a collection, None if empty; Fallback otherwise."""
-    if not coll:
-        return None
-    if len(coll) != 1 or _is_object(coll[0]):
-        raise Fallback("not a single scalar")
-    return coll[0]
 
 
 # -- nodes --------------------------------------------------------------------------------
@@ -165,13 +129,23 @@ def _term(node: Mapping[str, Any]) -> Closure:
     if kind == "LiteralTerm":
         return _literal(_children(term)[0])
     if kind == "ExternalConstantTerm":
-        (const,) = _children(term)
-        (ident,) = _children(const)
-        name = _identifier(ident)
-        return lambda v, _f: _collection(v[name]) if name in v else _missing(name)
+        name = _variable_name(node)
+        return lambda v, _f: collection(v[name]) if name in v else _missing(name)
     if kind == "InvocationTerm":
         return _invocation(_children(term)[0], None)
     raise _Unsupported(kind)
+
+
+def _variable_name(node: Mapping[str, Any]) -> str | None:
+    """``name`` of a ``%name`` term, else None."""
+    if node.get("type") != "TermExpression":
+        return None
+    (term,) = _children(node)
+    if term.get("type") != "ExternalConstantTerm":
+        return None
+    (const,) = _children(term)
+    (ident,) = _children(const)
+    return _identifier(ident)
 
 
 def _missing(name: str) -> list[Any]:
@@ -190,7 +164,10 @@ def _literal(lit: Mapping[str, Any]) -> Closure:
         value = string_literal(None, None, lit)
     else:
         raise _Unsupported(kind)
-    return lambda _v, _f: list(value)
+    if not value:
+        return lambda _v, _f: []
+    (constant,) = value
+    return lambda _v, _f: [constant]
 
 
 def _literal_value(node: Mapping[str, Any]) -> Any:
@@ -206,7 +183,51 @@ def _literal_value(node: Mapping[str, Any]) -> Any:
 
 def _invocation_expression(node: Mapping[str, Any]) -> Closure:
     target, call = _children(node)
+    if call.get("type") == "MemberInvocation":  # a.b.c: one closure walks the whole path
+        names = [_member_name(call)]
+        while target.get("type") == "InvocationExpression":
+            inner_target, inner_call = _children(target)
+            if inner_call.get("type") != "MemberInvocation":
+                break
+            names.append(_member_name(inner_call))
+            target = inner_target
+        variable = _variable_name(target)
+        if variable is not None:
+            return _variable_path(variable, names[::-1])
+        return _path(_expr(target), names[::-1])
     return _invocation(call, _expr(target))
+
+
+def _member_name(call: Mapping[str, Any]) -> str:
+    name = _identifier(_children(call)[0])
+    if not name[:1].islower():
+        raise _Unsupported("type-name path")
+    return name
+
+
+def _path(source: Closure | None, names: list[str]) -> Closure:
+    """``source.a.b...`` (``source`` None: the focus); see :func:`walk_value`."""
+    plan = path_plan(names)
+
+    def run(v: Mapping[str, Any], f: list[Any]) -> list[Any]:
+        items = f if source is None else source(v, f)
+        if len(items) == 1 and type(items[0]) is dict:
+            return walk_value(items[0], plan)
+        return walk(items, plan)
+
+    return run
+
+
+def _variable_path(variable: str, names: list[str]) -> Closure:
+    """``%variable.a.b...``: the walk starts at the variable's value."""
+    plan = path_plan(names)
+
+    def run(v: Mapping[str, Any], _f: list[Any]) -> list[Any]:
+        if variable not in v:
+            return _missing(variable)
+        return walk_value(v[variable], plan)
+
+    return run
 
 
 def _invocation(call: Mapping[str, Any], target: Closure | None) -> Closure:
@@ -216,10 +237,7 @@ def _invocation(call: Mapping[str, Any], target: Closure | None) -> Closure:
     if kind == "ThisInvocation" and target is None:
         return source
     if kind == "MemberInvocation":
-        name = _identifier(_children(call)[0])
-        if not name[:1].islower():
-            raise _Unsupported("type-name path")
-        return lambda v, f: _member(source(v, f), name)
+        return _path(target, [_member_name(call)])  # target None: a member of the focus
     if kind == "FunctionInvocation":
         functn = _children(call)[0]
         parts = _children(functn)
@@ -236,27 +254,14 @@ def _invocation(call: Mapping[str, Any], target: Closure | None) -> Closure:
     raise _Unsupported(kind)
 
 
-def _member(items: list[Any], name: str) -> list[Any]:
-    extension = "_" + name
-    out: list[Any] = []
-    for item in items:
-        if not _is_object(item) or extension in item:
-            raise Fallback("member of a non-object or a primitive extension")
-        out.extend(_collection(item.get(name)))
-    return out
-
-
 def _where(source: Closure, params: list[Closure]) -> Closure:
     (criteria,) = params
 
     def run(v: Mapping[str, Any], f: list[Any]) -> list[Any]:
         out = []
         for item in source(v, f):
-            keep = _single(criteria(v, [item]))
-            if keep is True:
+            if boolean(criteria(v, [item])) is True:
                 out.append(item)
-            elif keep is not None and keep is not False:
-                raise Fallback("where() criteria not boolean")
         return out
 
     return run
@@ -267,8 +272,10 @@ def _join(source: Closure, params: list[Closure]) -> Closure:
 
     def run(v: Mapping[str, Any], f: list[Any]) -> list[Any]:
         items = source(v, f)
-        sep = _single(sep_fn(v, f))
-        if not items or not isinstance(sep, str) or not all(isinstance(i, str) for i in items):
+        sep = single(sep_fn(v, f))
+        if not items and (sep is None or isinstance(sep, str)):
+            return []  # strings.join: an empty input is empty (the separator checked first)
+        if not isinstance(sep, str) or not all(isinstance(i, str) for i in items):
             raise Fallback("join of non-strings")
         return [sep.join(items)]
 
@@ -292,6 +299,9 @@ def _to_string(source: Closure, _params: list[Closure]) -> Closure:
         items = source(v, f)
         if len(items) != 1:
             return []
+        kind = type(items[0])
+        if kind is str or kind is int or kind is Decimal or kind is bool:
+            return [str(items[0])]
         if isinstance(items[0], Mapping):
             raise Fallback("toString of an object")
         return [str(items[0])]  # fhirpathpy: str(value), so True -> 'True'
@@ -331,40 +341,77 @@ def _comparison(node: Mapping[str, Any]) -> Closure:
     op = _COMPARE.get(_text(node))
     if op is None:
         raise _Unsupported(_text(node))
-    left, right = (_expr(c) for c in _children(node))
+    left_node, right_node = _children(node)
+    left, right = _expr(left_node), _expr(right_node)
     ordered = op not in (operator.eq, operator.ne)
 
-    def run(v: Mapping[str, Any], f: list[Any]) -> list[Any]:
-        a, b = _single(left(v, f)), _single(right(v, f))
+    def compare(a_coll: list[Any], b_coll: list[Any]) -> list[Any]:
+        a, b = single(a_coll), single(b_coll)
         if a is None or b is None:
             return []
-        kind = _kind(a)
-        if kind != _kind(b):
+        kind = kind_of(a)
+        if kind != kind_of(b):
             raise Fallback("mixed types")
         if ordered and kind == "bool":
             raise Fallback("ordered bool")
         return [op(a, b)]
 
+    constant = _constant(right_node)
+    if constant is None or (ordered and type(constant) is bool):
+        return lambda v, f: compare(left(v, f), right(v, f))
+    # ``x = 'met'``, ``x > 0``: the literal's kind is known when compiled, so a single
+    # value of that very type is compared at once; anything else goes through compare()
+    kind = KINDS[type(constant)]
+    literal = [constant]
+
+    def run(v: Mapping[str, Any], f: list[Any]) -> list[Any]:
+        a = left(v, f)
+        if len(a) == 1 and KINDS.get(type(a[0])) == kind:
+            return [op(a[0], constant)]
+        return compare(a, literal)
+
     return run
 
 
+def _constant(node: Mapping[str, Any]) -> Any:
+    """The value of a string, number or boolean literal term, else None."""
+    if node.get("type") != "TermExpression":
+        return None
+    (term,) = _children(node)
+    if term.get("type") != "LiteralTerm":
+        return None
+    value = _literal(_children(term)[0])({}, [])
+    return value[0] if len(value) == 1 and type(value[0]) in KINDS else None
+
+
 def _logic(node: Mapping[str, Any]) -> Closure:
+    """``and``/``or`` in three-valued logic. A left-nested chain of the same word
+    (``a and b and c``) runs as one loop, in fhirpathpy's order: ``a``, ``b``, ``a and
+    b``, ``c``, ... (both sides are always evaluated, as fhirpathpy does)."""
     word = _text(node)
     if word not in ("and", "or"):
         raise _Unsupported(word)
-    left, right = (_expr(c) for c in _children(node))
+    kind = node.get("type")
+    operands: list[Closure] = []
+    while node.get("type") == kind and _text(node) == word:
+        left, right = _children(node)
+        operands.append(_expr(right))
+        node = left
+    first = _expr(node)
+    operands.reverse()
     decisive = word == "or"  # or: any True decides; and: any False decides
 
     def run(v: Mapping[str, Any], f: list[Any]) -> list[Any]:
-        a, b = _single(left(v, f)), _single(right(v, f))
-        for x in (a, b):
-            if x is not None and not isinstance(x, bool):
-                raise Fallback("logic on a non-boolean")
-        if a is decisive or b is decisive:
-            return [decisive]
-        if a is None or b is None:
-            return []
-        return [not decisive]
+        a = boolean(first(v, f))
+        for operand in operands:
+            b = boolean(operand(v, f))
+            if a is decisive or b is decisive:
+                a = decisive
+            elif a is not None and b is not None:
+                a = not decisive
+            else:
+                a = None
+        return [] if a is None else [a]
 
     return run
 
@@ -381,28 +428,63 @@ def _call(fn: Callable[..., Any], *args: Any) -> list[Any]:
         raise Fallback(str(exc)) from exc
 
 
+#: ``+``/``-``: (fhirpathpy's function, _fastmath's).
+_ADDITIVE = {"+": (fp_math.plus, fastmath.plus), "-": (fp_math.minus, fastmath.minus)}
+
+
 def _additive(node: Mapping[str, Any]) -> Closure:
-    """``+``/``-``: "Any" operands, nullable (engine ``infix_invoke``, math.plus/minus)."""
-    fn = {"+": fp_math.plus, "-": fp_math.minus}.get(_text(node))
-    if fn is None:
-        raise _Unsupported(_text(node))
-    left, right = (_expr(c) for c in _children(node))
+    """``+``/``-``: "Any" operands, nullable (engine ``infix_invoke``, math.plus/minus);
+    two single plain operands are computed by _fastmath, anything else by fhirpathpy.
+
+    A left-nested chain ``a + b - c + ...`` (a card text is dozens of ``+``) runs as one
+    loop over its operands, in fhirpathpy's order: ``a``, ``b``, ``a + b``, ``c``, ...
+    """
+    steps: list[tuple[bool, Callable[..., Any], Callable[[Any, Any], list[Any] | None], Closure, str | None]] = []
+    while node.get("type") == "AdditiveExpression":
+        word = _text(node)
+        if word not in _ADDITIVE:
+            raise _Unsupported(word)
+        left, right = _children(node)
+        text = _constant(right)
+        steps.append((word == "+", *_ADDITIVE[word], _expr(right), text if type(text) is str else None))
+        node = left
+    first = _expr(node)
+    steps.reverse()
 
     def run(v: Mapping[str, Any], f: list[Any]) -> list[Any]:
-        a, b = left(v, f), right(v, f)
-        if not a or not b:
-            return []
-        return _call(fn, a, b)
+        a = first(v, f)
+        for concat, fn, native, operand, text in steps:
+            if text is not None and concat and len(a) == 1 and type(a[0]) is str:
+                a = [a[0] + text]  # ... + 'literal' on a single string, read at once
+                continue
+            b = operand(v, f)
+            if not a or not b:
+                a = []
+                continue
+            if len(a) == 1 and len(b) == 1:
+                x, y = a[0], b[0]
+                if concat and type(x) is str and type(y) is str:
+                    a = [x + y]
+                    continue
+                out = native(x, y)
+                if out is not None:
+                    a = out
+                    continue
+            a = _call(fn, a, b)
+        return a
 
     return run
 
 
 def _multiplicative(node: Mapping[str, Any]) -> Closure:
-    """``*``/``/``: "Number" operands checked one by one, then nullable (math.mul/div)."""
-    fn = {"*": fp_math.mul, "/": fp_math.div}.get(_text(node))
-    if fn is None:
-        raise _Unsupported(_text(node))
+    """``*``/``/``: "Number" operands checked one by one, then nullable (math.mul/div);
+    two single ints or Decimals are computed by _fastmath, anything else as fhirpathpy."""
+    word = _text(node)
+    fn, native = {"*": (fp_math.mul, fastmath.times), "/": (fp_math.div, fastmath.divide)}.get(word, (None, None))
+    if fn is None or native is None:
+        raise _Unsupported(word)
     left, right = (_expr(c) for c in _children(node))
+    numbers = fastmath.NUMBER_TYPES
 
     def number(coll: list[Any]) -> list[Any]:
         if len(coll) > 1:
@@ -415,16 +497,32 @@ def _multiplicative(node: Mapping[str, Any]) -> Closure:
             raise Fallback(str(exc)) from exc
 
     def run(v: Mapping[str, Any], f: list[Any]) -> list[Any]:
-        a, b = number(left(v, f)), number(right(v, f))
+        a = left(v, f)
+        if len(a) != 1 or type(a[0]) not in numbers:  # else number(a) would be a itself
+            a = number(a)
+        b = right(v, f)
+        if len(b) != 1 or type(b[0]) not in numbers:
+            b = number(b)
         if not a or not b:
             return []
-        return _call(fn, a[0], b[0])
+        out = native(a[0], b[0])
+        return out if out is not None else _call(fn, a[0], b[0])
 
     return run
 
 
 def _abs(source: Closure, _params: list[Closure]) -> Closure:
-    return lambda v, f: _call(fp_math.abs, source(v, f))
+    def run(v: Mapping[str, Any], f: list[Any]) -> list[Any]:
+        items = source(v, f)
+        if not items:  # math.abs: is_empty -> []
+            return []
+        if len(items) == 1:
+            out = fastmath.absolute(items[0])
+            if out is not None:
+                return out
+        return _call(fp_math.abs, items)
+
+    return run
 
 
 _FUNCTIONS[("abs", 0)] = _abs
@@ -433,7 +531,19 @@ _FUNCTIONS[("abs", 0)] = _abs
 def _round(source: Closure, params: list[Closure]) -> Closure:
     (precision,) = params
     digits = precision({}, [])  # a number literal (checked when compiled)
-    return lambda v, f: _call(fp_math.rround, source(v, f), digits)
+    degree = fastmath.round_degree(digits[0])
+
+    def run(v: Mapping[str, Any], f: list[Any]) -> list[Any]:
+        items = source(v, f)
+        if not items:  # math.rround: is_empty -> []
+            return []
+        if degree is not None and len(items) == 1:
+            out = fastmath.rounded(items[0], degree)
+            if out is not None:
+                return out
+        return _call(fp_math.rround, items, digits)
+
+    return run
 
 
 def _union(node: Mapping[str, Any]) -> Closure:

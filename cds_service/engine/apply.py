@@ -18,6 +18,7 @@ Flat doses (no ``/m2`` unit) are copied as the definition gives them. ActivityDe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,8 +55,13 @@ def _clone(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value))
 
 
+@functools.lru_cache(maxsize=64)
 def iso_instant(now: datetime) -> str:
-    """``now`` as a FHIR instant in UTC, seconds precision, with ``Z`` (naive = UTC)."""
+    """``now`` as a FHIR instant in UTC, seconds precision, with ``Z`` (naive = UTC).
+
+    Cached: an evaluation formats its ``now`` for ``%now`` and for each proposed order,
+    and ``strftime`` costs a few µs. Equal datetimes are the same instant (a naive one
+    never equals an aware one), so they format alike."""
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -393,8 +393,8 @@ def all_true(conditions: Iterable[CompiledExpression], scope: Scope | Mapping[st
             cache[key] = outcome
         if outcome[0] == "ok":
             if outcome[1] is False:
-                if unknown.isdisjoint(cond.features):
-                    return ConditionsResult(False)
+                if not unknown or unknown.isdisjoint(cond.features):
+                    return _FALSE
                 undecided.append(cond.where)
             elif outcome[1] is None:
                 empty.append(cond.where)
@@ -402,7 +402,13 @@ def all_true(conditions: Iterable[CompiledExpression], scope: Scope | Mapping[st
             errors.append((cond.where, outcome[1], outcome[2]))
     if empty or errors or undecided:
         return ConditionsResult(None, tuple(errors), tuple(empty), tuple(undecided))
-    return ConditionsResult(True)
+    return _TRUE
+
+
+#: The two outcomes without details, shared (ConditionsResult is frozen): a frozen
+#: dataclass costs about a microsecond to build, and all_true runs dozens of times a hook.
+_TRUE = ConditionsResult(True)
+_FALSE = ConditionsResult(False)
 
 
 def to_json(value: Any) -> Any:

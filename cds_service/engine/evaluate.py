@@ -142,10 +142,13 @@ class Engine:
         t1 = perf_counter()
 
         unknown = frozenset(n for n, v in values.items() if v.status == "unknown")
-        scope = Scope(self._variables(used, values, record, now_iso), unknown)
+        # one JSON form per feature, read by FHIRPath as %features and kept for the audit
+        as_json = {n: v.as_json() for n, v in values.items()}
+        scope = Scope(self._variables(used, as_json, record, now_iso), unknown)
         out: list[dict[str, Any]] = []
         notes: list[str] = [f"{n}: {v.note}" for n, v in values.items() if v.status == "unknown" and v.note]
         render = 0.0
+        lines: dict[str, tuple[str, ...]] = {}  # evidence bullets by feature, for every card
         for rule in rules:
             try:
                 result = all_true(rule.conditions, scope)
@@ -155,9 +158,9 @@ class Engine:
                 if result.truth is None:
                     self._log_unevaluated(rule, result)
                     notes.append(f"{rule.code}: could not be evaluated")
-                    out.append(self._rule_unavailable(plan, rule, values, result=result))
+                    out.append(self._rule_unavailable(plan, rule, values, result=result, lines=lines))
                 else:
-                    out.append(self._render(plan, rule, scope, record, ctx, values))
+                    out.append(self._render(plan, rule, scope, record, ctx, values, lines))
                 render += perf_counter() - r0
             except Exception as exc:  # noqa: BLE001 - fail visible: a card, not a 500
                 log.error("rule %s failed while rendering: %s at %s", rule.code, type(exc).__name__, _origin(exc))
@@ -185,7 +188,7 @@ class Engine:
                 "rules": (t2 - t1 - render) * 1000,
                 "render": (render + t3 - t2) * 1000,
             },
-            features={n: v.as_json() for n, v in values.items()},
+            features=as_json,
         )
 
     # -- evaluation steps ------------------------------------------------------------
@@ -204,12 +207,13 @@ class Engine:
         return value
 
     def _variables(
-        self, used: frozenset[str], values: Mapping[str, FeatureValue], record: PatientRecord, now_iso: str
+        self, used: frozenset[str], features: dict[str, dict[str, Any]], record: PatientRecord, now_iso: str
     ) -> dict[str, Any]:
-        """The FHIRPath variables (read as they are; conditions.Scope copies them for fhirpathpy)."""
+        """The FHIRPath variables (read as they are; conditions.Scope copies them for
+        fhirpathpy). ``features`` is every computed feature's ``as_json()``."""
         raw: dict[str, Any] = {}
         if "features" in used:
-            raw["features"] = {n: v.as_json() for n, v in values.items()}
+            raw["features"] = features
         if "draftOrders" in used:
             raw["draftOrders"] = list(record.draft_orders)
         if "selections" in used:
@@ -229,6 +233,7 @@ class Engine:
         record: PatientRecord,
         ctx: FeatureContext,
         values: Mapping[str, FeatureValue],
+        lines: dict[str, tuple[str, ...]] | None = None,
     ) -> dict[str, Any]:
         dynamic: dict[str, list[Any]] = {}
         failed: list[str] = []
@@ -258,7 +263,7 @@ class Engine:
             summary=cards.summary(title, rule=rule.code),
             detail=cards.detail(
                 description,
-                evidence=cards.evidence_lines(values, rule.features),
+                evidence=cards.evidence_lines(values, rule.features, lines),
                 sections=(("Suggestions not offered", built.missing), ("Not shown on this card", failed)),
             ),
             indicator=cards.indicator(priority),
@@ -320,6 +325,7 @@ class Engine:
         *,
         result: ConditionsResult | None = None,
         error: str | None = None,
+        lines: dict[str, tuple[str, ...]] | None = None,
     ) -> dict[str, Any]:
         why: list[str] = []
         if result is not None:
@@ -334,7 +340,7 @@ class Engine:
             rule.title,
             rule.code,
             [("Check not run", check), ("Why", why)],
-            cards.evidence_lines(values, rule.features),
+            cards.evidence_lines(values, rule.features, lines),
             cards.evidence_extension(values, rule.features),
         )
 
