@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{duration:g} s per run ...")  # fmt: skip
                     results["http"] = web.http_runs(workdir, http_patient, templates, workers=workers,
                                                     concurrency=args.concurrency, seconds=duration,
-                                                    warmup_s=1.0 if quick else 2.0, say=say)  # fmt: skip
+                                                    warmup_s=1.0 if quick else 2.0,
+                                                    single_seconds=2.0 if quick else 4.0, say=say)  # fmt: skip
                 say(f"fallback: no prefetch, FHIR endpoint with {args.fallback_delay * 1000:g} ms per call ...")
                 keys = len(templates["SactOrderSelect"])
                 results["fallback"] = web.fallback(workdir, http_patient, templates["SactOrderSelect"],

@@ -46,9 +46,11 @@ def http_runs(
     concurrency: int = 16,
     seconds: float = 8.0,
     warmup_s: float = 2.0,
+    single_seconds: float = 4.0,
     say: Say = print,
 ) -> list[dict[str, Any]]:
-    """Service and floor, side by side, for each worker count and hook."""
+    """Service and floor, side by side, for each worker count and hook; with one worker
+    also one request at a time (``single_seconds`` per run, 0 to skip)."""
     bodies = {sid: orjson.dumps(hook_request(patient, hook, templates[sid])) for sid, hook in HOOKS}
     scripts = {sid: loadgen.write_post_script(workdir, body, f"{sid}-{patient.size}") for sid, body in bodies.items()}
     rows: list[dict[str, Any]] = []
@@ -65,6 +67,15 @@ def http_runs(
                     row[name] = result.as_json()
                     say(f"  http {hook} workers={n} {name}: p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
                         f"{result.rps:.1f} req/s" + ("" if result.ok else f" [{result.non_2xx} non-2xx, {result.socket_errors} socket errors]"))  # fmt: skip
+                if n == 1 and single_seconds > 0:
+                    # one request at a time: the latency one clinician's hook sees, no queueing
+                    row["single"] = {}
+                    for name, server in (("service", service), ("floor", floor)):
+                        url = f"{server.url}/cds-services/{sid}"
+                        result = loadgen.run_wrk(url, scripts[sid], concurrency=1, seconds=single_seconds)
+                        row["single"][name] = result.as_json()
+                        say(f"  http {hook} workers=1 c=1 {name}: p50 {result.p50_ms:.1f} ms, "
+                            f"p99 {result.p99_ms:.1f} ms")
                 row["ratio_p50"] = round(row["service"]["p50_ms"] / row["floor"]["p50_ms"], 2)
                 row["ratio_p99"] = round(row["service"]["p99_ms"] / row["floor"]["p99_ms"], 2)
                 row["ratio_rps"] = round(row["service"]["rps"] / row["floor"]["rps"], 3)
