@@ -29,6 +29,8 @@ tests/test_engine_conditions.py compares both over a matrix of expressions and v
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -42,48 +44,40 @@ NUMBER_TYPES = frozenset({int, Decimal})
 _ROUND_DIGITS = range(9)
 
 
+def _numeric(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], list[Any] | None]:
+    """``op`` of two single values as fhirpathpy's function for it, for the number types
+    it passes through unchanged; None: ask fhirpathpy (any other operand, or ``op`` raised)."""
+
+    def run(x: Any, y: Any) -> list[Any] | None:
+        if type(x) in NUMBER_TYPES and type(y) in NUMBER_TYPES:
+            try:
+                return [op(x, y)]
+            except ArithmeticError:
+                return None
+        return None
+
+    return run
+
+
+minus = _numeric(operator.sub)  # fhirpathpy ``minus``
+times = _numeric(operator.mul)  # fhirpathpy ``mul``
+_add = _numeric(operator.add)
+_divide = _numeric(operator.truediv)
+
+
 def plus(x: Any, y: Any) -> list[Any] | None:
-    """``x + y`` of two single values as fhirpathpy's ``plus``; None: ask fhirpathpy."""
-    tx, ty = type(x), type(y)
-    if (tx is str and ty is str) or (tx in NUMBER_TYPES and ty in NUMBER_TYPES):
-        try:
-            return [x + y]
-        except ArithmeticError:
-            return None
-    return None
-
-
-def minus(x: Any, y: Any) -> list[Any] | None:
-    """``x - y`` of two single values as fhirpathpy's ``minus``; None: ask fhirpathpy."""
-    if type(x) in NUMBER_TYPES and type(y) in NUMBER_TYPES:
-        try:
-            return [x - y]
-        except ArithmeticError:
-            return None
-    return None
-
-
-def times(x: Any, y: Any) -> list[Any] | None:
-    """``x * y`` as fhirpathpy's ``mul``; None: ask fhirpathpy."""
-    if type(x) in NUMBER_TYPES and type(y) in NUMBER_TYPES:
-        try:
-            return [x * y]
-        except ArithmeticError:
-            return None
-    return None
+    """``x + y`` as fhirpathpy's ``plus``: numbers, or two strings joined; None: ask fhirpathpy."""
+    if type(x) is str and type(y) is str:
+        return [x + y]
+    return _add(x, y)
 
 
 def divide(x: Any, y: Any) -> list[Any] | None:
     """``x / y`` as fhirpathpy's ``div`` (empty for a zero divisor; ``int / int`` is a
     Python float there too); None: ask fhirpathpy."""
-    if type(x) in NUMBER_TYPES and type(y) in NUMBER_TYPES:
-        if y == 0:
-            return []
-        try:
-            return [x / y]
-        except ArithmeticError:
-            return None
-    return None
+    if type(x) in NUMBER_TYPES and type(y) in NUMBER_TYPES and y == 0:
+        return []
+    return _divide(x, y)
 
 
 def absolute(x: Any) -> list[Any] | None:

@@ -26,8 +26,8 @@ links to what it cites and nothing else.
 from __future__ import annotations
 
 import logging
-import os
 import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -48,9 +48,10 @@ SUMMARY_LIMIT = 140
 #: Fallback source label when an action documents no source.
 DEFAULT_SOURCE_LABEL = "sact-cds"
 
-_MD_SPECIAL = re.compile(r"[\\`*_\[\]<>|#]")
-#: Each GFM-special character -> itself behind a backslash, in one pass.
-_MD_ESCAPES = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#"})
+#: The characters GFM could read as markup or HTML; each is escaped with a backslash.
+_MD_CHARS = "\\`*_[]<>|#"
+_MD_SPECIAL = re.compile(f"[{re.escape(_MD_CHARS)}]")
+_MD_ESCAPES = str.maketrans({c: "\\" + c for c in _MD_CHARS})
 
 
 def md(text: Any) -> str:
@@ -243,7 +244,7 @@ def card(
 ) -> dict[str, Any]:
     """Assemble a card, omitting empty optional parts (CDS Hooks: no ``[]``/``""``);
     ``selectionBehavior`` is present exactly when there are suggestions."""
-    out: dict[str, Any] = {"uuid": new_uuid(), "summary": summary}
+    out: dict[str, Any] = {"uuid": str(uuid.uuid4()), "summary": summary}
     if detail:
         out["detail"] = detail
     out["indicator"] = indicator
@@ -257,13 +258,3 @@ def card(
     out["extension"] = extension
     return out
 
-
-def new_uuid() -> str:
-    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` gives: the same 16
-    bytes from ``os.urandom`` with the version and variant bits set, formatted without
-    building a ``uuid.UUID`` (a card and each of its suggestions need one)."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

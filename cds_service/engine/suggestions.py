@@ -21,13 +21,14 @@ the card shows under "Suggestions not offered".
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cds_service.engine._plan import Rule, SuggestionRule
 from cds_service.engine.apply import BSA_FEATURE, apply_with_problems
-from cds_service.engine.cards import md, new_uuid
+from cds_service.engine.cards import md
 from cds_service.engine.conditions import Scope, all_true, to_json
 from cds_service.record import PatientRecord
 
@@ -93,7 +94,7 @@ def _create(child, scope, record, ctx, values, built: Built) -> None:
     built.suggestions.append(
         {
             "label": child.label,
-            "uuid": new_uuid(),
+            "uuid": str(uuid.uuid4()),
             "actions": [
                 {"type": "create", "description": child.description or child.label, "resource": result.resource}
             ],
@@ -118,7 +119,7 @@ def _delete(child, scope, record, ctx, values, built: Built) -> None:
     built.suggestions.append(
         {
             "label": child.label,
-            "uuid": new_uuid(),
+            "uuid": str(uuid.uuid4()),
             "actions": [
                 {"type": "delete", "description": f"{base} ({_display(record, ref)})", "resourceId": ref}
                 for ref in ids
@@ -128,7 +129,7 @@ def _delete(child, scope, record, ctx, values, built: Built) -> None:
 
 
 def _label(child, scope, record, ctx, values, built: Built) -> None:
-    suggestion: dict[str, Any] = {"label": child.label, "uuid": new_uuid()}
+    suggestion: dict[str, Any] = {"label": child.label, "uuid": str(uuid.uuid4())}
     built.suggestions.append(suggestion)
 
 

@@ -88,10 +88,7 @@ def _numbering(record: PatientRecord, ctx: FeatureContext) -> _Numbering:
     numbers: dict[tuple[Any, ...], int] = {}
     representative: list[Resource] = []
     number_of: dict[int, tuple[Resource, int]] = {}
-    for rtype in MEDICATION_TYPES:
-        for res in record.of_type(rtype):
-            number_of[id(res)] = (res, _number(res, numbers, representative))
-    for res in record.draft_orders:
+    for res in itertools.chain(*map(record.of_type, MEDICATION_TYPES), record.draft_orders):
         number_of[id(res)] = (res, _number(res, numbers, representative))
     return _Numbering(number_of, tuple(numbers), tuple(representative))
 

@@ -36,15 +36,13 @@ def build_record(
             notes.append(DataNote("missing", key, f"prefetch '{key}' was not provided"))
     for key, value in prefetch.items():
         for res in _resources_in(value, key, notes):
-            if res.get("resourceType") == "MedicationOrder":
-                res = normalise(res, notes)
-            rid = res.get("id", "")
-            by_key[(res.get("resourceType", ""), rid if type(rid) is str else str(rid))] = res
+            res = normalise(res, notes)
+            by_key[_type_id(res)] = res
 
     draft_orders = tuple(
         normalise(r, notes) for r in _resources_in(context.get("draftOrders"), "draftOrders", notes)
     )
-    drafted = {(o.get("resourceType", ""), str(o.get("id", ""))) for o in draft_orders}
+    drafted = {_type_id(o) for o in draft_orders}
 
     patient_id = context.get("patientId")
     patient = by_key.pop(("Patient", str(patient_id)), None)
@@ -76,6 +74,12 @@ def build_record(
         selections=selections,
         notes=tuple(notes),
     )
+
+
+def _type_id(resource: Resource) -> tuple[str, str]:
+    """(resourceType, id as text): what identifies a resource within one request."""
+    rid = resource.get("id", "")
+    return resource.get("resourceType", ""), rid if type(rid) is str else str(rid)
 
 
 def _resources_in(value: Any, key: str, notes: list[DataNote]) -> Iterable[Resource]:
