@@ -327,3 +327,19 @@ def test_ci_runs_the_safety_check_next_to_the_trace_check() -> None:
     assert "cds-service safety --check" in ci
     pytest_line = next(n for n, line in enumerate(ci) if line.endswith("python3 -m pytest"))
     assert ci.index("cds-service trace --check") < ci.index("cds-service safety --check") < pytest_line
+
+
+def test_the_schema_is_valid_draft_2020_12_and_the_log_names_it() -> None:
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads((REPO / SCHEMA_FILE).read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    assert json.loads((REPO / LOG_FILE).read_text(encoding="utf-8"))["$schema"] == "./hazard-log.schema.json"
+
+
+def test_the_readme_links_the_clinical_safety_file_and_the_site_policy_table() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Clinical safety\n")[1].split("\n## ")[0]
+    for rel in (VIEW_FILE, CASE_FILE):
+        assert f"({rel})" in section and (REPO / rel).exists()
+    assert "[Site policies](#site-policies)" in section and "### Site policies" in readme
