@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "audit": "audit",
     "cards-doc": "cards_doc",
     "readme": "readme",
+    "safety": "safety",
 }
 
 
