@@ -26,8 +26,9 @@ import jsonschema
 from cds_service.errors import SactCdsError
 from cds_service.knowledge.terms import CRITERION_CODES, RULE_CODES
 from cds_service.replay import dates
+from cds_service.resources import data_root
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "fhir_profiles" / "scenario.schema.json"
+SCHEMA_PATH = data_root() / "fhir_profiles" / "scenario.schema.json"
 #: Request resource types whose ``status: draft`` instances are draft orders.
 ORDER_TYPES = ("MedicationRequest",)
 DEFAULT_USER = "Practitioner/replay-tester"
