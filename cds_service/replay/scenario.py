@@ -170,6 +170,10 @@ def load_scenario(path: str | Path) -> Scenario:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ScenarioError(str(path), [Problem("$", f"cannot read: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(str(path), [Problem(
+            "$", f"not a UTF-8 text file (byte {exc.start}): a scenario is JSON text, a FHIR Bundle or "
+                 "a {scenario, bundle} object")]) from exc
     except json.JSONDecodeError as exc:
         raise ScenarioError(
             str(path), [Problem("$", f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")]
