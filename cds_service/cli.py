@@ -26,7 +26,32 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def _file_problem(exc: OSError) -> str:
+    """A person's reading of a file-system error: what could not be done, to which path."""
+    name = exc.filename if exc.filename is not None else "a file"
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return f"cannot use {name}: part of that path is a file, not a folder"
+    if isinstance(exc, IsADirectoryError):
+        return f"cannot use {name}: it is a folder, not a file"
+    if isinstance(exc, PermissionError):
+        return f"cannot use {name}: permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return f"cannot use {name}: no such file or folder"
+    return f"cannot use {name}: {exc.strerror or exc}"
+
+
 class _LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        """The backstop for user mistakes no command anticipated (GUIDE: a message and a
+        non-zero exit, never a traceback): a path that cannot be read or written, a file
+        that is not text. Programming errors still surface with their traceback."""
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            raise click.ClickException(_file_problem(exc)) from None
+        except UnicodeError as exc:
+            raise click.ClickException(f"a file given is not UTF-8 text ({exc.reason})") from None
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 

@@ -82,6 +82,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cors_origins", ("https://sandbox.cds-hooks.org",), "Browser origins allowed by CORS "
             "(comma-separated). Default: only the reference CDS Hooks sandbox; `*` allows any origin "
             "(credentials are never allowed).", kind=tuple),
+    Setting("docs", True, "Serve /docs (Swagger UI over /openapi.json; the page loads its script from "
+            "cdn.jsdelivr.net). false turns it off; /openapi.json is always served.", kind=bool),
     Setting("log_level", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
     Setting("log_format", "json", "Log format: `json` (one structured object per line) or `text`."),
     Setting("ssl_certfile", "", "TLS certificate (PEM) to serve https directly; empty = plain http behind a "
@@ -171,6 +173,7 @@ class Settings:
     knowledge_dirs: tuple[Path, ...] = field(default_factory=_default_knowledge_dirs)
     public_base_url: str = ""
     cors_origins: tuple[str, ...] = ("https://sandbox.cds-hooks.org",)
+    docs: bool = True
     log_level: str = "INFO"
     log_format: str = "json"
     ssl_certfile: Path | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,7 +120,7 @@ def _filled_store(tmp_path: Path) -> str:
 
 def test_cds_service_audit_prints_recent_invocations_and_feedback(tmp_path: Path) -> None:
     url = _filled_store(tmp_path)
-    result = CliRunner().invoke(main, ["audit", "--database-url", url], env={"COLUMNS": "400"})
+    result = CliRunner().invoke(main, ["audit", "--database-url", url, "--format", "table"], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     assert "Recent invocations (1)" in result.output and "Recent feedback (1)" in result.output
     assert "SactOrderSelect" in result.output and "monotherapy" in result.output
@@ -169,3 +170,60 @@ def test_the_store_works_on_postgresql_by_url_alone(request: pytest.FixtureReque
     invocations, feedback = store.recent(1000)
     assert any(i["patient"] == "Patient/" + "p" * 300 for i in invocations)
     assert sum(f["card_uuid"] == card for f in feedback) == 1
+
+
+def test_cds_service_audit_table_fits_80_columns(tmp_path: Path) -> None:
+    url = _filled_store(tmp_path)
+    result = CliRunner().invoke(main, ["audit", "--database-url", url, "--format", "table"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, "\n".join(lines)
+    text = result.output
+    assert "SactOrderSelect" in text and "monotherapy" in text and "Patient/p1" in text
+    assert "overridden" in text and "Clinical judgement" in text
+
+
+def test_cds_service_audit_piped_prints_csv_and_json_on_request(tmp_path: Path) -> None:
+    url = _filled_store(tmp_path)
+    piped = CliRunner().invoke(main, ["audit", "--database-url", url])  # CliRunner's stdout is not a TTY
+    assert piped.exit_code == 0, piped.output
+    rows = list(csv.DictReader(io.StringIO(piped.output)))
+    assert tuple(rows[0]) == CSV_COLUMNS and rows[0]["rule_code"] == "monotherapy"
+    as_json = CliRunner().invoke(main, ["audit", "--database-url", url, "--format", "json"])
+    data = json.loads(as_json.output)
+    assert data["invocations"][0]["rule_codes"] == ["monotherapy"]
+    assert data["feedback"][0]["outcome"] == "overridden"
+
+
+def test_cds_service_audit_never_creates_a_store_or_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("CDS_")]:
+        monkeypatch.delenv(name)
+    result = CliRunner().invoke(main, ["audit"])
+    assert result.exit_code == 1
+    assert f"no audit store at {tmp_path / 'data' / 'audit.sqlite'}" in result.output
+    assert "CDS_DATA_DIR" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cds_service_audit_reads_the_store_serve_wrote_with_the_same_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve and audit resolve data_dir the same way: from the config file's folder."""
+    from cds_service.settings import load_settings
+
+    conf_dir = tmp_path / "etc"
+    conf_dir.mkdir()
+    config = conf_dir / "sact.toml"
+    config.write_text('[service]\ndata_dir = "state"\n', encoding="utf-8")
+    served = load_settings({}, config_file=str(config))  # what `serve --config` uses
+    served.ensure_data_dir()
+    app, _, _ = app_with(store=AuditStore(served.database_url))
+    call(app, "POST", SELECT, json=hook_request())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(main, ["audit", "--config", str(config), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["invocations"][0]["service"] == "SactOrderSelect"
+    assert list(elsewhere.iterdir()) == []

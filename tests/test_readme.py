@@ -22,8 +22,9 @@ def _console_blocks(text: str) -> list[str]:
 def test_the_readme_starts_with_the_two_set_up_commands() -> None:
     setup = README.split("## Set-up: the two commands", 1)[1].split("\n## ", 1)[0]
     blocks = _console_blocks(setup)
-    assert blocks[0] == 'python3 -m pip install -e . && cds-service serve'
-    assert blocks[1] == 'python3 -m pip install -e ".[test]" && python3 -m pytest'
+    venv = "python3 -m venv .venv && . .venv/bin/activate && "
+    assert blocks[0] == venv + 'python3 -m pip install -e . && cds-service serve'
+    assert blocks[1] == venv + 'python3 -m pip install -e ".[test]" && python3 -m pytest'
     assert README.index("## Set-up: the two commands") < README.index("## Who uses what")
 
 

@@ -51,6 +51,7 @@ from cds_service.api.feedback import feedback
 from cds_service.api.health import healthz, readyz
 from cds_service.api.hooks import call_service
 from cds_service.api.metrics import Metrics, metrics_endpoint
+from cds_service.api.openapi import openapi_document
 from cds_service.api.security import Authenticator, AuthError, check_startup, endpoint_urls
 from cds_service.errors import MalformedRequest, PrefetchUnavailable
 from cds_service.settings import Settings, SettingsError, load_settings, mask_url
@@ -75,6 +76,7 @@ class ServiceState:
         for definition in engine.services:
             self.services.setdefault(definition.id, []).append(definition)
         self.discovery_document = render_services(engine.services)
+        self.openapi: dict[str, Any] | None = None  # built on first GET /openapi.json
         kb = getattr(engine, "kb", None)
         self.knowledge_version: str | None = getattr(kb, "version", None)
         policy = getattr(engine, "policy", None) or settings.policy
@@ -178,10 +180,26 @@ def create_app(
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/readyz", readyz, methods=["GET"])
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
+    app.add_api_route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)
+    if settings.docs:
+        app.add_api_route("/docs", docs_page, methods=["GET"], include_in_schema=False)
     _install_handlers(app, state)
     app.add_middleware(_RequestContext, state=state)
     app.add_middleware(_Cors, origins=settings.cors_origins)
     return app
+
+
+async def openapi_json(request: Request) -> JSON:
+    state = request.app.state.cds
+    if state.openapi is None:
+        state.openapi = openapi_document(state.discovery_document, public_base_url=state.settings.public_base_url)
+    return JSON(state.openapi)
+
+
+async def docs_page(request: Request) -> Response:
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="sact-cds API")
 
 
 def _Cors(app: ASGIApp, origins: tuple[str, ...]) -> ASGIApp:  # noqa: N802 - middleware factory

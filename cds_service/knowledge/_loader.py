@@ -30,8 +30,9 @@ from cds_service.errors import ArtifactInvalid, KnowledgeError
 from cds_service.knowledge import terms
 from cds_service.knowledge._base import KnowledgeBase
 from cds_service.knowledge._checks import CONTENT_CHECKS, Context, Document, Problem, run_checks
+from cds_service.resources import data_root
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = data_root()
 #: The shipped knowledge. ``$CDS_KNOWLEDGE_DIRS`` (os.pathsep-separated) replaces it at call time.
 KNOWLEDGE_DIRS: tuple[Path, ...] = (REPO_ROOT / "plan_definitions", REPO_ROOT / "fhir_profiles")
 VERIFIED_CODES = Path("provenance") / "verified-codes.json"

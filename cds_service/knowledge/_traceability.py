@@ -28,9 +28,10 @@ from typing import Any
 
 from cds_service.knowledge._checks import Problem
 from cds_service.knowledge.terms import EXT_SOURCE_STATEMENT
+from cds_service.resources import data_root
 
-#: The repository this package lives in (the default root for `cds-service trace`).
-REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The checkout (or the installed copy of its files): the default root for `cds-service trace`.
+REPO_ROOT = data_root()
 
 #: Source document label (architecture.md §1) -> file, relative to the repository root.
 DOCUMENT_PATHS: Mapping[str, str] = {

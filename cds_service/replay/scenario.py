@@ -26,8 +26,9 @@ import jsonschema
 from cds_service.errors import SactCdsError
 from cds_service.knowledge.terms import CRITERION_CODES, RULE_CODES
 from cds_service.replay import dates
+from cds_service.resources import data_root
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "fhir_profiles" / "scenario.schema.json"
+SCHEMA_PATH = data_root() / "fhir_profiles" / "scenario.schema.json"
 #: Request resource types whose ``status: draft`` instances are draft orders.
 ORDER_TYPES = ("MedicationRequest",)
 DEFAULT_USER = "Practitioner/replay-tester"
@@ -169,6 +170,10 @@ def load_scenario(path: str | Path) -> Scenario:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ScenarioError(str(path), [Problem("$", f"cannot read: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(str(path), [Problem(
+            "$", f"not a UTF-8 text file (byte {exc.start}): a scenario is JSON text, a FHIR Bundle or "
+                 "a {scenario, bundle} object")]) from exc
     except json.JSONDecodeError as exc:
         raise ScenarioError(
             str(path), [Problem("$", f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")]
