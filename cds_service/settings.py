@@ -110,6 +110,12 @@ SETTINGS: tuple[Setting, ...] = (
             kind=int),
     Setting("jwt_max_lifetime_seconds", 3600, "Longest accepted `exp - iat` (bounds the `jti` replay "
             "cache); an issuer may override it.", section="security", kind=int),
+    Setting("smart_client_id", "sact-cds-ino2", "OAuth client id the INO2 form app (/apps/ino2/) is registered "
+            "with at the EHR."),
+    Setting("smart_issuers", (), "FHIR base URLs (`iss`) the INO2 form app accepts SMART launches from "
+            "(comma-separated). Empty = loopback only (development).", kind=tuple),
+    Setting("smart_session_seconds", 1800, "Life of an INO2 form app session (kept in process memory: one "
+            "replica, or sticky sessions).", kind=int),
 )
 # fmt: on
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -185,6 +191,9 @@ class Settings:
     jwks_cache_seconds: int = 300
     jwt_leeway_seconds: int = 30
     jwt_max_lifetime_seconds: int = 3600
+    smart_client_id: str = "sact-cds-ino2"
+    smart_issuers: tuple[str, ...] = ()
+    smart_session_seconds: int = 1800
     policy: SitePolicy = field(default_factory=SitePolicy)
     config_file: Path | None = None
 

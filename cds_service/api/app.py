@@ -178,6 +178,9 @@ def create_app(
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/readyz", readyz, methods=["GET"])
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
+    from cds_service.apps.ino2.web import install as install_ino2_form  # apps sit on the api layer
+
+    install_ino2_form(app, settings, engine)
     _install_handlers(app, state)
     app.add_middleware(_RequestContext, state=state)
     app.add_middleware(_Cors, origins=settings.cors_origins)
