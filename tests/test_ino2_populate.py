@@ -104,7 +104,7 @@ def test_populate_returns_a_valid_r4_in_progress_response(populated: dict[str, A
         validate_r4(qr)
         resolved = populated[name][3]
         assert qr["status"] == "in-progress"
-        assert qr["questionnaire"] == "https://sact-cds.org/fhir/Questionnaire/Ino2Attestation|0.1.0"
+        assert qr["questionnaire"] == "https://sact-cds.org/fhir/Questionnaire/Ino2Attestation|0.2.0"
         assert qr["subject"] == {"reference": f"Patient/{resolved.patient['id']}"}
         assert [i["linkId"] for i in qr["item"]][:15] == list(CRITERION_CODES)  # every item, in order
 
