@@ -236,3 +236,45 @@ def test_the_ehr_refuses_a_token_request_with_the_wrong_pkce_verifier(rig: Rig) 
             "grant_type": "authorization_code", "code": code, "redirect_uri": q["redirect_uri"][0],
             "client_id": q["client_id"][0], "code_verifier": "not-the-verifier"})
         assert token.status_code == 400 and token.json()["error"] == "invalid_grant"
+
+
+def _token(client: httpx.Client, rig: Rig) -> str:
+    """A token of the replay EHR, through its own launch/authorize/token steps (no app)."""
+    import base64
+    import hashlib
+
+    verifier = "v" * 50
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    redirect = "http://127.0.0.1:9/cb"
+    launch = parse_qs(urlsplit(client.get(f"{rig.ehr.url}/ehr/launch", params={"app": redirect})
+                               .headers["location"]).query)["launch"][0]
+    auth = client.get(f"{rig.ehr.url}/auth/authorize", params={
+        "response_type": "code", "client_id": "t", "redirect_uri": redirect, "launch": launch, "state": "s",
+        "aud": rig.ehr.url, "scope": "launch patient/QuestionnaireResponse.cu", "code_challenge": challenge,
+        "code_challenge_method": "S256"})
+    code = parse_qs(urlsplit(auth.headers["location"]).query)["code"][0]
+    return client.post(f"{rig.ehr.url}/auth/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": redirect, "client_id": "t",
+        "code_verifier": verifier}).json()["access_token"]
+
+
+def test_serve_fhir_keeps_posted_and_put_questionnaire_responses_for_later_searches(rig: Rig) -> None:
+    pid = rig.resolved.patient["id"]
+    qr = {"resourceType": "QuestionnaireResponse", "status": "completed", "authored": "2026-12-01T10:00:00Z",
+          "questionnaire": "https://sact-cds.org/fhir/Questionnaire/Ino2Attestation|0.2.0",
+          "subject": {"reference": f"Patient/{pid}"}, "item": [{"linkId": "mdt-discussion",
+                                                                "answer": [{"valueBoolean": True}]}]}
+    with httpx.Client(timeout=30) as client:
+        assert client.post(f"{rig.ehr.url}/QuestionnaireResponse", json=qr).status_code == 401
+        bearer = {"Authorization": f"Bearer {_token(client, rig)}"}
+        other = qr | {"subject": {"reference": "Patient/someone-else"}}
+        assert client.post(f"{rig.ehr.url}/QuestionnaireResponse", json=other, headers=bearer).status_code == 403
+        created = client.post(f"{rig.ehr.url}/QuestionnaireResponse", json=qr, headers=bearer)
+        assert created.status_code == 201 and "/QuestionnaireResponse/" in created.headers["location"]
+        rid = created.json()["id"]
+        updated = client.put(f"{rig.ehr.url}/QuestionnaireResponse/{rid}", json=qr | {"id": rid, "status": "amended"},
+                             headers=bearer)
+        assert updated.status_code == 200 and updated.json()["meta"]["versionId"] == "2"
+        found = client.get(f"{rig.ehr.url}/QuestionnaireResponse", params={"patient": pid}).json()
+        assert [e["resource"]["status"] for e in found["entry"]] == ["amended"]
+        assert client.put(f"{rig.ehr.url}/Patient/{pid}", json={}).status_code == 405

@@ -9,6 +9,7 @@ value that comes from the record is escaped.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from html import escape
 from typing import Any
@@ -92,6 +93,25 @@ def _evidence(fill: Fill) -> str:
     return "<ul class=\"evidence\">" + "".join(lines) + "</ul>"
 
 
+def _hint(fill: Fill | None) -> str:
+    """Why an item is not pre-filled, and what the record does hold about it."""
+    if fill is None:
+        return ""
+    seen = [f"<li>{escape(evidence_line(e))}</li>" for e in fill.evidence]
+    held = f"<p class=\"hint\">In the record:</p><ul class=\"evidence\">{''.join(seen)}</ul>" if seen else ""
+    return f"<p class=\"hint\">{escape(fill.reason)}</p>{held}"
+
+
+def _opened_for(app_context: str) -> str:
+    """The draft orders named by the card link's appContext, as a sentence."""
+    try:
+        orders = json.loads(app_context).get("draftOrders") or []
+    except (ValueError, AttributeError):
+        return ""
+    names = ", ".join(str(o) for o in orders if isinstance(o, str))
+    return f"Opened from the order check of {escape(names)}." if names else "Opened from the order check."
+
+
 def _choices(item: Mapping[str, Any], chosen: Any, hint_id: str) -> str:
     link = escape(item["linkId"])
     if item.get("type") == "choice":
@@ -129,8 +149,8 @@ def form_page(
     parts.append(f"<p>{filled} of {len(questionnaire.get('item') or ())} items are pre-filled from the record "
                  "(marked <span class=\"badge record\">From the record</span>, with the data behind them). "
                  "Check them, answer the rest, then sign. Nothing is saved until you sign.</p>")
-    if app_context:
-        parts.append(f"<p class=\"hint\">Opened from the order check ({escape(app_context)}).</p>")
+    if app_context and _opened_for(app_context):
+        parts.append(f"<p class=\"hint\">{_opened_for(app_context)}</p>")
     if error:
         parts.append(f"<div class=\"error\" role=\"alert\"><strong>Not saved:</strong> {escape(error)}</div>")
     parts.append(f"<form method=\"post\" action=\"{escape(action)}\">")
@@ -144,8 +164,7 @@ def form_page(
         badge = ("<span class=\"badge record\">From the record</span>" if prefilled
                  else "<span class=\"badge todo\">To answer</span>")
         css = "prefilled" if prefilled else "open"
-        hint = _evidence(fill) if prefilled and fill else (
-            f"<p class=\"hint\">{escape(fill.reason)}</p>" if fill else "")
+        hint = _evidence(fill) if prefilled and fill else _hint(fill)
         parts.append(
             f"<fieldset class=\"{css}\" id=\"item-{escape(link)}\"><legend>{escape(str(item.get('text') or link))}"
             f"{badge}</legend>{_quotes(item)}<div id=\"{hint_id}\">{hint}</div>"
@@ -178,7 +197,9 @@ def _answer_evidence(item: Mapping[str, Any] | None) -> str:
                         if p.get("url") == "source"), None)
             if line:
                 lines.append(f"<li>{escape(str(line))}" + (f" ({escape(str(ref))})" if ref else "") + "</li>")
-    return "<ul class=\"evidence\">" + "".join(lines) + "</ul>" if lines else "Clinician's answer"
+    if lines:
+        return "<ul class=\"evidence\">" + "".join(lines) + "</ul>"
+    return "Attested by the signing clinician" if (item or {}).get("answer") else ""
 
 
 def print_page(questionnaire: Mapping[str, Any], response: Mapping[str, Any], *, patient: Mapping[str, Any] | None,

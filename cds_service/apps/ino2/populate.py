@@ -47,7 +47,8 @@ NO_DRAFTS = ("Not pre-filled: the orders being drafted are not visible here; con
 
 @dataclass(frozen=True)
 class Fill:
-    """One item: the answer the record gives (None = none) and why."""
+    """One item: the answer the record gives (None = none), why, and the data read for it
+    (shown beside an unanswered item too, as a hint, never as an answer)."""
 
     link_id: str
     answer: bool | None
@@ -120,7 +121,7 @@ def fills_for(engine: Any, record: PatientRecord, now: datetime, *, drafts_known
             evidence = criterion_evidence(record, ctx, code)
             if qr is not None and on_form.get(code) is answer is not None:  # the signed form it repeats
                 evidence += (Evidence(f"INO2 form signed {form_date(qr)}", reference_of(qr), None),)
-            fills[code] = Fill(code, answer, reason, evidence if answer is not None else ())
+            fills[code] = Fill(code, answer, reason, evidence)
     for link, why in NOT_PRE_FILLED.items():
         fills[link] = Fill(link, None, why)
     hsct = _safe(engine, "hsct_planned", record, ctx)
