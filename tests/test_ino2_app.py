@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
+from _replay_support import uvicorn_thread
 from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 
 from cds_service.api import create_app
@@ -32,7 +33,6 @@ from cds_service.replay import fhir_server
 from cds_service.replay.request import build_request
 from cds_service.replay.run import make_engine, replay_settings
 from cds_service.replay.scenario import ResolvedScenario, load_scenario
-from tests._replay_support import uvicorn_thread
 
 SCENARIO = Path(__file__).parent / "scenarios" / "whole-record-ph-negative-cycle-1-day-1.json"
 SERVICE = "SactOrderSelect"

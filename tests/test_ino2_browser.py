@@ -1,63 +1,37 @@
 """The INO2 loop in headless Chromium: card -> link -> launch -> authorize -> form -> sign ->
 print view -> the next hook call no longer lists those criteria as unknown.
 
-Needs Debian ``chromium`` + ``chromedriver`` and the ``selenium`` package; skipped (with the
-reason) when any is missing. Screenshots of the form and the print view go to
+Needs Debian ``chromium`` and ``chromedriver`` (driven over the W3C WebDriver protocol by
+``tests/_webdriver.py``); skipped, saying so, when either is missing. Screenshots of the form and the print view go to
 ``$CDS_SCREENSHOT_DIR`` if set (else the test's tmp dir): look at them after a change to the pages.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from _webdriver import CHROMEDRIVER, CHROMIUM, Browser, chromium
+from test_ino2_app import Rig, eligibility, rig  # noqa: F401 - the same servers as the httpx test
 
 from cds_service.knowledge.terms import CARD_EXT_CRITERIA
-from tests.test_ino2_app import Rig, eligibility, rig  # noqa: F401 - the same servers as the httpx test
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-try:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-except ImportError:  # pragma: no cover - depends on the machine
-    webdriver = None  # type: ignore[assignment]
 
 pytestmark = pytest.mark.skipif(
-    webdriver is None or not CHROMIUM or not CHROMEDRIVER,
-    reason="headless browser test needs Debian chromium + chromedriver (apt) and selenium (pip)",
+    not CHROMIUM or not CHROMEDRIVER,
+    reason="headless browser test needs Debian chromium and chromedriver (apt-get install chromium chromium-driver)",
 )
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--window-size=1280,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    with chromium(tmp_path / "profile") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
-def full_page_screenshot(driver: Any, path: Path) -> None:
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, max(900, int(height) + 40))
-    driver.save_screenshot(str(path))
-
-
-def test_the_loop_in_a_browser(rig: Rig, browser: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_the_loop_in_a_browser(rig: Rig, browser: Browser, tmp_path: Path) -> None:  # noqa: F811
     shots = Path(os.environ.get("CDS_SCREENSHOT_DIR") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     card = eligibility(rig.hook())
@@ -67,21 +41,23 @@ def test_the_loop_in_a_browser(rig: Rig, browser: Any, tmp_path: Path) -> None: 
 
     # The clinician opens the card's link; the EHR launches the app with iss and launch.
     browser.get(f"{rig.ehr.url}/ehr/launch?" + urlencode({"app": link["url"], "appContext": link["appContext"]}))
+    browser.wait(lambda b: b.find_all("css selector", "h1"))
     assert browser.current_url == f"{rig.service}/apps/ino2/form", browser.page_source[:500]
-    assert browser.find_element(By.TAG_NAME, "h1").text.startswith("INO2 attestation")
-    assert browser.find_element(By.ID, "child-0").is_selected()  # pre-filled from the record: Yes
-    assert "From the record" in browser.find_element(By.ID, "item-child").text
-    full_page_screenshot(browser, shots / "ino2-form.png")
+    assert browser.find("css selector", "h1").text.startswith("INO2 attestation")
+    assert browser.by_id("child-0").is_selected()  # pre-filled from the record: Yes
+    assert "From the record" in browser.by_id("item-child").text
+    browser.screenshot(shots / "ino2-form.png")
 
     for code in sorted(unknown | {"monotherapy"}):
-        browser.find_element(By.ID, f"{code}-0").click()  # "Yes, met"
-    browser.find_element(By.ID, "sign").click()
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        browser.by_id(f"{code}-0").click()  # "Yes, met"
+    browser.by_id("sign").click()
+    browser.find("css selector", "button[type=submit]").click()
 
-    assert browser.current_url == f"{rig.service}/apps/ino2/print"
-    table = browser.find_element(By.TAG_NAME, "table").text
+    browser.wait(lambda b: b.current_url.endswith("/print") or "Not saved" in b.page_source)
+    assert browser.current_url == f"{rig.service}/apps/ino2/print", browser.find("css selector", "main").text
+    table = browser.find("css selector", "table").text
     assert "Discussed at a paediatric MDT Yes, met" in table
-    full_page_screenshot(browser, shots / "ino2-print.png")
+    browser.screenshot(shots / "ino2-print.png")
 
     after = eligibility(rig.hook())
     still = {c["code"] for c in after["extension"][CARD_EXT_CRITERIA]} if after else set()

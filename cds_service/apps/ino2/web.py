@@ -38,6 +38,7 @@ from cds_service.apps.ino2.smart import (
     scopes_for,
 )
 from cds_service.engine.apply import iso_instant
+from cds_service.knowledge.terms import INO2_QUESTIONNAIRE
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,10 @@ async def print_view(request: Request) -> Response:
 
 
 def install(app: FastAPI, settings: Any, engine: Any) -> None:
-    """Add the SDC operation and the INO2 form app to the service."""
+    """Add the SDC operation and the INO2 form app to the service (only when the knowledge
+    served holds the INO2 Questionnaire: the form is rendered from it)."""
+    if INO2_QUESTIONNAIRE not in (getattr(getattr(engine, "kb", None), "resources", None) or {}):
+        return
     app.state.ino2 = Ino2App(settings, engine)
     app.add_api_route(POPULATE_PATH, populate_endpoint, methods=["POST"])
     app.add_api_route(QUESTIONNAIRE_PATH, questionnaire_endpoint, methods=["GET"])
