@@ -150,6 +150,7 @@ def test_the_whole_loop_card_launch_form_sign_and_the_next_hook_call(rig: Rig, c
     written = rig.ehr_state.written
     assert len(written) == 1
     qr = written[0]
+    first_id = qr["id"]
     assert qr["status"] == "completed" and qr["author"]["reference"].startswith("Practitioner/")
     assert qr["questionnaire"] == "https://sact-cds.org/fhir/Questionnaire/Ino2Attestation|0.2.0"
     assert qr["subject"] == {"reference": f"Patient/{rig.resolved.patient['id']}"} and qr["authored"]
@@ -159,6 +160,12 @@ def test_the_whole_loop_card_launch_form_sign_and_the_next_hook_call(rig: Rig, c
     after = eligibility(rig.hook())
     still = {c["code"] for c in after["extension"][CARD_EXT_CRITERIA]} if after else set()
     assert not (still & unknown), f"still listed after the form was saved: {still & unknown}"
+
+    with httpx.Client(timeout=30, cookies=client.cookies) as again:  # signed again: amends the same response
+        fields["csrf"] = form_fields(again.get(f"{rig.service}/apps/ino2/form").text)["csrf"]
+        assert again.post(f"{rig.service}/apps/ino2/form", content=urlencode(fields),
+                          headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 303
+    assert [(w["id"], w["status"]) for w in rig.ehr_state.written] == [(first_id, "completed"), (first_id, "amended")]
 
     tokens = list(rig.ehr_state.tokens)
     assert tokens

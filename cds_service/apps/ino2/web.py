@@ -227,9 +227,14 @@ async def form_post(request: Request) -> Response:
     response = response_of(q, session.patient if "/" in str(session.patient) else f"Patient/{session.patient}",
                            values, status="completed", authored=iso_instant(datetime.now(UTC)),
                            evidence=session.fills, author=session.user)
+    url, method = session.iss + "/QuestionnaireResponse", "POST"
+    previous = (session.saved or {}).get("id")
+    if previous:  # signed again in the same session: an amendment of the same response
+        response = {"id": previous, **response, "status": "amended"}
+        url, method = f"{url}/{previous}", "PUT"
     try:
-        resp = await request.app.state.cds.http().post(
-            session.iss + "/QuestionnaireResponse", content=orjson.dumps(response),
+        resp = await request.app.state.cds.http().request(
+            method, url, content=orjson.dumps(response),
             headers={"Authorization": f"Bearer {session.access_token}", "Content-Type": "application/fhir+json",
                      "Accept": "application/fhir+json"},
             timeout=request.app.state.ino2.settings.fetch_timeout_seconds)
