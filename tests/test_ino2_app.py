@@ -285,3 +285,15 @@ def test_serve_fhir_keeps_posted_and_put_questionnaire_responses_for_later_searc
         found = client.get(f"{rig.ehr.url}/QuestionnaireResponse", params={"patient": pid}).json()
         assert [e["resource"]["status"] for e in found["entry"]] == ["amended"]
         assert client.put(f"{rig.ehr.url}/Patient/{pid}", json={}).status_code == 405
+
+
+def test_a_refused_token_exchange_shows_sign_in_failed_and_opens_nothing(rig: Rig) -> None:
+    link = next(lk for lk in eligibility(rig.hook())["links"] if lk["type"] == "smart")  # type: ignore[index]
+    with httpx.Client(timeout=30) as client:
+        opened = client.get(f"{rig.ehr.url}/ehr/launch", params={"app": link["url"]})
+        launch = client.get(opened.headers["location"])
+        authorized = client.get(launch.headers["location"])
+        rig.ehr_state.codes.clear()  # the EHR no longer honours the code (expired, revoked)
+        callback = client.get(authorized.headers["location"])
+        assert callback.status_code == 400 and "Sign-in failed" in callback.text
+        assert client.get(f"{rig.service}/apps/ino2/form").status_code == 401

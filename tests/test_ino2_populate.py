@@ -238,3 +238,19 @@ def test_a_service_without_the_ino2_questionnaire_has_no_form_routes() -> None:
     app, _, _ = app_with()
     assert call(app, "POST", PATH, json={}).status_code == 404
     assert call(app, "GET", "/apps/ino2/launch").status_code == 404
+
+
+def test_an_earlier_attestation_the_record_contradicts_is_not_carried_over() -> None:
+    """The earlier form attests relapsed/refractory CD22+ B-ALL, but no B-cell ALL diagnosis is
+    recorded: the card says unknown, so the form must not pre-fill 'yes' from that form."""
+    import dataclasses
+
+    def without_diagnosis(resolved: ResolvedScenario) -> dict[str, Any]:
+        kept = [r for r in resolved.record if r["resourceType"] != "Condition"]
+        return context_input(dataclasses.replace(resolved, record=kept))
+
+    response = _one("ino2-eligibility-attestation-missing-unknown.json", without_diagnosis)
+    qr = next(p["resource"] for p in response.json()["parameter"] if p["name"] == "response")
+    got = answers(qr)
+    assert "rr-cd22-bcp-all" not in got
+    assert got["application-consultant"] is True  # what the record does not contradict is carried over

@@ -9,6 +9,7 @@ half a record could show "none recorded" where the data was merely unreadable.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -59,7 +60,5 @@ async def record_from_server(state: Any, patient_id: str, fhir_server: str, toke
         raise PrefetchMissing({k: f"'{k}' ({templates[k]}): {why}" for k, why in fetch.missing.items()})
     record = build_record({"context": request["context"], "prefetch": fetch.prefetch}, templates.keys())
     if fetch.notes:
-        import dataclasses
-
         record = dataclasses.replace(record, notes=(*record.notes, *fetch.notes))
     return record

@@ -134,16 +134,18 @@ async def callback(request: Request) -> Response:
                         "EHR, or ask the EHR team to check the app's registration.")
     form = {"grant_type": "authorization_code", "code": q["code"], "redirect_uri": app.redirect_uri(request),
             "client_id": app.settings.smart_client_id, "code_verifier": str(verifier)}
+    status: int | str = "no answer"
     try:
         resp = await request.app.state.cds.http().post(
             session.token_url, data=form, headers={"Accept": "application/json"},
             timeout=app.settings.fetch_timeout_seconds)
+        status = resp.status_code
         token = resp.json() if resp.status_code == 200 else None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - network or JSON: the same refusal below
         log.warning("SMART token exchange failed (%s)", type(exc).__name__)
         token = None
     if not isinstance(token, dict) or not isinstance(token.get("access_token"), str):
-        log.warning("SMART token exchange refused (HTTP %s)", getattr(resp, "status_code", "-") if token is None else 200)
+        log.warning("SMART token exchange refused (HTTP %s)", status)
         return _problem("Sign-in failed", "The EHR did not issue an access token. Open the form again from the EHR.")
     patient = token.get("patient")
     if not isinstance(patient, str) or not patient:
