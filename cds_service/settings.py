@@ -229,7 +229,7 @@ def mask_url(url: str) -> str:
 def _check(s: Settings) -> None:
     if not 0 < s.port < 65536:
         raise SettingsError(f"port must be 1-65535, got {s.port}", field="port")
-    for name in ("workers", "fetch_concurrency", "fetch_max_pages", "max_request_bytes"):
+    for name in ("workers", "fetch_concurrency", "fetch_max_pages", "max_request_bytes", "smart_session_seconds"):
         if getattr(s, name) < 1:
             raise SettingsError(f"{name} must be at least 1", field=name)
     if s.fetch_timeout_seconds <= 0:

@@ -297,3 +297,29 @@ def test_a_refused_token_exchange_shows_sign_in_failed_and_opens_nothing(rig: Ri
         callback = client.get(authorized.headers["location"])
         assert callback.status_code == 400 and "Sign-in failed" in callback.text
         assert client.get(f"{rig.service}/apps/ino2/form").status_code == 401
+
+
+def test_record_text_is_escaped_in_the_form_and_the_print_view() -> None:
+    from cds_service.apps.ino2 import pages
+    from cds_service.apps.ino2.populate import Fill
+    from cds_service.features import Evidence
+
+    evil = "<script>alert(1)</script>"
+    patient = {"resourceType": "Patient", "name": [{"text": evil}], "birthDate": evil}
+    questionnaire = {"title": "INO2", "item": [{"linkId": "child", "text": "Child", "type": "boolean"}]}
+    fills = {"child": Fill("child", True, evil, (Evidence(evil, "Patient/x\"><b>", evil),))}
+    page = pages.form_page(questionnaire, fills, patient=patient, user=evil, csrf="c", action="/a",
+                           app_context=json.dumps({"draftOrders": [evil]}))
+    response = {"resourceType": "QuestionnaireResponse", "author": {"reference": evil}, "authored": evil,
+                "item": [{"linkId": "child", "answer": [{"valueBoolean": True, "extension": [
+                    {"url": "x", "extension": [{"url": "line", "valueString": evil}]}]}]}]}
+    printed = pages.print_page(questionnaire, response, patient=patient, form_url="/f")
+    for html in (page, printed):
+        assert "<script>" not in html and "&lt;script&gt;" in html and "<b>" not in html
+
+
+def test_a_session_life_below_one_second_is_refused() -> None:
+    from cds_service.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="smart_session_seconds"):
+        Settings(database_url="sqlite://", smart_session_seconds=0)
