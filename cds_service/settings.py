@@ -112,6 +112,12 @@ SETTINGS: tuple[Setting, ...] = (
             kind=int),
     Setting("jwt_max_lifetime_seconds", 3600, "Longest accepted `exp - iat` (bounds the `jti` replay "
             "cache); an issuer may override it.", section="security", kind=int),
+    Setting("smart_client_id", "sact-cds-ino2", "OAuth client id the INO2 form app (/apps/ino2/) is registered "
+            "with at the EHR."),
+    Setting("smart_issuers", (), "FHIR base URLs (`iss`) the INO2 form app accepts SMART launches from "
+            "(comma-separated). Empty = loopback only (development).", kind=tuple),
+    Setting("smart_session_seconds", 1800, "Life of an INO2 form app session (kept in process memory: one "
+            "replica, or sticky sessions).", kind=int),
 )
 # fmt: on
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -188,6 +194,9 @@ class Settings:
     jwks_cache_seconds: int = 300
     jwt_leeway_seconds: int = 30
     jwt_max_lifetime_seconds: int = 3600
+    smart_client_id: str = "sact-cds-ino2"
+    smart_issuers: tuple[str, ...] = ()
+    smart_session_seconds: int = 1800
     policy: SitePolicy = field(default_factory=SitePolicy)
     config_file: Path | None = None
 
@@ -223,7 +232,7 @@ def mask_url(url: str) -> str:
 def _check(s: Settings) -> None:
     if not 0 < s.port < 65536:
         raise SettingsError(f"port must be 1-65535, got {s.port}", field="port")
-    for name in ("workers", "fetch_concurrency", "fetch_max_pages", "max_request_bytes"):
+    for name in ("workers", "fetch_concurrency", "fetch_max_pages", "max_request_bytes", "smart_session_seconds"):
         if getattr(s, name) < 1:
             raise SettingsError(f"{name} must be at least 1", field=name)
     if s.fetch_timeout_seconds <= 0:

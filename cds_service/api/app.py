@@ -183,6 +183,9 @@ def create_app(
     app.add_api_route("/openapi.json", openapi_json, methods=["GET"], include_in_schema=False)
     if settings.docs:
         app.add_api_route("/docs", docs_page, methods=["GET"], include_in_schema=False)
+    from cds_service.apps.ino2.web import install as install_ino2_form  # apps sit on the api layer
+
+    install_ino2_form(app, settings, engine)
     _install_handlers(app, state)
     app.add_middleware(_RequestContext, state=state)
     app.add_middleware(_Cors, origins=settings.cors_origins)

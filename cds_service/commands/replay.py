@@ -126,7 +126,7 @@ async def _replay(
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE", help="Write a JUnit XML report for CI.")
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE", help="Write an HTML report (cards as an EHR shows them, expectation diffs).")
 @click.option("--now", "now_text", metavar="ISO", help="Evaluation time for scenarios without their own `now` (default: the current time). Relative dates resolve against it.")
-@click.option("--serve-fhir", is_flag=True, help="Serve ONE scenario as a read-only FHIR R4 endpoint on 127.0.0.1 (for the CDS Hooks sandbox or the service's fhirServer fallback) until Ctrl-C.")
+@click.option("--serve-fhir", is_flag=True, help="Serve ONE scenario as a FHIR R4 endpoint on 127.0.0.1 (for the CDS Hooks sandbox or the service's fhirServer fallback) until Ctrl-C; it is also a SMART EHR for the INO2 form app (smart-configuration, EHR launch, authorize, token; QuestionnaireResponse writes kept in memory).")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default="any free port", help="Port for --serve-fhir.")
 def replay(
     paths: tuple[str, ...],
@@ -196,7 +196,8 @@ def _serve(scenario: Scenario, now: datetime, port: int, url: str | None, signer
         patient = str((resolved.patient or {}).get("id", ""))
         discovery = (url.rstrip("/").removesuffix("/cds-services") if url else "http://127.0.0.1:8080") + "/cds-services"
         console = Console(highlight=False)
-        click.echo(f"FHIR R4 endpoint (read-only, loopback): {server.url}")
+        click.echo(f"FHIR R4 endpoint (loopback; reads, and QuestionnaireResponse writes with a SMART token): {server.url}")
+        click.echo(f"SMART EHR launch of the INO2 form: {server.url}/ehr/launch?app=<the card's SMART link url>")
         click.echo(f"patientId: {patient}   hook: {scenario.hook}   dates resolved at {dates.format_datetime(resolved.now)}")
         click.echo(
             "CDS Hooks sandbox: https://sandbox.cds-hooks.org/?"

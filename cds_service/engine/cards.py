@@ -14,7 +14,8 @@ indicator           ``priority`` routine/urgent/stat -> info/warning/critical  i
 source              ``documentation[0]`` label/display + url, ``code`` topic   source
 suggestions         child actions (suggestions.py); ``selectionBehavior``      card
 overrideReasons     CodeSystem override-reason, every concept, with display    override_reasons
-links               ``documentation[1:]`` that have a url (type absolute)      links
+links               ``documentation[1:]`` that have a url (type absolute, or   links
+                    smart when marked with the ``cds-link-type`` extension)
 extension           knowledge version, evidence, dynamicValue card.extension   extension
 ==================  =========================================================  ==========
 
@@ -36,6 +37,7 @@ from cds_service.features import FeatureValue
 from cds_service.knowledge.terms import (
     CARD_EXT_EVIDENCE,
     CARD_EXT_KNOWLEDGE_VERSION,
+    EXT_CDS_LINK_TYPE,
     OVERRIDE_REASON_SYSTEM,
     PRIORITY_TO_INDICATOR,
     RULE_SYSTEM,
@@ -118,13 +120,25 @@ def source(
 
 
 def links(documentation: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """``documentation[1:]`` entries with an absolute url, as CDS Hooks links."""
+    """``documentation[1:]`` entries with an absolute url, as CDS Hooks links; an entry
+    marked ``cds-link-type`` = ``smart`` is a SMART app link whose url may be relative to
+    the service (the api layer makes it absolute and adds ``appContext``)."""
     out = []
     for doc in documentation[1:]:
         url = doc.get("url")
-        if isinstance(url, str) and url.startswith(("http://", "https://")):
-            out.append({"label": doc.get("label") or doc.get("display") or url, "url": url, "type": "absolute"})
+        label = doc.get("label") or doc.get("display") or url
+        if _link_type(doc) == "smart" and isinstance(url, str) and url:
+            out.append({"label": label, "url": url, "type": "smart"})
+        elif isinstance(url, str) and url.startswith(("http://", "https://")):
+            out.append({"label": label, "url": url, "type": "absolute"})
     return out
+
+
+def _link_type(doc: Mapping[str, Any]) -> str | None:
+    for ext in doc.get("extension") or ():
+        if isinstance(ext, Mapping) and ext.get("url") == EXT_CDS_LINK_TYPE:
+            return str(ext.get("valueCode"))
+    return None
 
 
 def evidence_lines(

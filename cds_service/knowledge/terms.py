@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Final
 
 #: Version of the knowledge package: every artifact's ``version`` must equal it.
-KNOWLEDGE_VERSION: Final = "0.1.0"
+KNOWLEDGE_VERSION: Final = "0.2.0"
 
 CANONICAL_BASE: Final = "https://sact-cds.org/fhir"
 STRUCTURE_DEFINITION_BASE: Final = f"{CANONICAL_BASE}/StructureDefinition"
@@ -31,6 +31,7 @@ INO2_QUESTIONNAIRE: Final = f"{CANONICAL_BASE}/Questionnaire/Ino2Attestation"
 EXT_SOURCE_STATEMENT: Final = f"{STRUCTURE_DEFINITION_BASE}/source-statement"
 EXT_MATCH_TEXT: Final = f"{STRUCTURE_DEFINITION_BASE}/valueset-match-text"
 EXT_EXCLUDE_ROUTE_TEXT: Final = f"{STRUCTURE_DEFINITION_BASE}/valueset-exclude-route-text"
+EXT_CDS_LINK_TYPE: Final = f"{STRUCTURE_DEFINITION_BASE}/cds-link-type"
 
 # Card extension keys (CDS Hooks 2.0 §extensions: reverse-domain names).
 CARD_EXT_KNOWLEDGE_VERSION: Final = "org.sact-cds.knowledge-version"

@@ -1,13 +1,17 @@
-"""``replay --serve-fhir``: a scenario's record as a read-only FHIR R4 endpoint on loopback.
+"""``replay --serve-fhir``: a scenario's record as a FHIR R4 endpoint on loopback (reads; form writes).
 
 So the same scenario can be driven from the CDS Hooks sandbox (point its FHIR server at
 this URL) or through the service's FHIR-server fallback (a hook call without prefetch
 whose ``fhirServer`` is this URL). Interactions (FHIR R4 RESTful API): ``GET /metadata``
 (CapabilityStatement), read ``GET /{type}/{id}``, search ``GET /{type}?…`` and
 ``POST /{type}/_search`` (form body, as the sandbox tries first) returning a ``searchset``
-Bundle, with the parameters of :mod:`cds_service.replay.fhir_search`. Anything else is
-405: the endpoint is read-only. Draft orders are not served (an EHR keeps unsigned orders
+Bundle, with the parameters of :mod:`cds_service.replay.fhir_search`. Any other write is
+405. Draft orders are not served (an EHR keeps unsigned orders
 in the ordering session, not on its FHIR server). Binds 127.0.0.1 only.
+
+It is also a SMART EHR for tests (``smart_ehr.py``): smart-configuration, an EHR launch,
+authorize and token, and ``POST``/``PUT`` of QuestionnaireResponse with one of its tokens
+(kept in memory, then read and searched like the rest).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from starlette.routing import Route
 
 from cds_service.replay import dates, fhir_search
 from cds_service.replay.scenario import ResolvedScenario
+from cds_service.replay.smart_ehr import SmartEhr
 
 FHIR_JSON = "application/fhir+json"
 LOOPBACK = "127.0.0.1"
@@ -68,14 +73,15 @@ def capability_statement(index: fhir_search.ResourceIndex, now: datetime) -> dic
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Read-only. Search supports _count and _sort; an unsupported parameter is ignored and reported in an OperationOutcome entry.",
+                "documentation": "Read-only except QuestionnaireResponse create/update with a token of its SMART EHR. Search supports _count and _sort; an unsupported parameter is ignored and reported in an OperationOutcome entry.",
                 "resource": [
                     {
                         "type": rtype,
-                        "interaction": [{"code": "read"}, {"code": "search-type"}],
+                        "interaction": [{"code": "read"}, {"code": "search-type"}] + (
+                            [{"code": "create"}, {"code": "update"}] if rtype == "QuestionnaireResponse" else []),
                         "searchParam": params,
                     }
-                    for rtype in index.types()
+                    for rtype in sorted({*index.types(), "QuestionnaireResponse"})
                 ],
             }
         ],
@@ -116,7 +122,10 @@ def make_app(resolved: ResolvedScenario, *, base_url: str = "") -> Starlette:
     async def read_only(request: Request) -> FhirJSONResponse:
         return FhirJSONResponse(outcome("not-supported", "this FHIR endpoint is read-only"), status_code=405)
 
+    patient_id = str(resolved.patient.get("id")) if resolved.patient else None
+    ehr = SmartEhr(index, patient_id, resolved.user_id, base_url)
     routes = [
+        *ehr.routes(),
         Route("/metadata", metadata, methods=["GET"]),
         Route("/{type}/_search", search, methods=["POST"]),
         Route("/{type}/{id}", read, methods=["GET"]),
@@ -126,7 +135,9 @@ def make_app(resolved: ResolvedScenario, *, base_url: str = "") -> Starlette:
     ]
     # The CDS Hooks sandbox is a browser app: it needs CORS to read this server.
     middleware = [Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"], allow_headers=["*"])]
-    return Starlette(routes=routes, middleware=middleware)
+    app = Starlette(routes=routes, middleware=middleware)
+    app.state.ehr = ehr
+    return app
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Apps the service serves beside its hooks (api layer: they speak HTTP)."""

@@ -1,0 +1,282 @@
+"""The INO2 form app's endpoints (``/apps/ino2/``) and the SDC operation routes.
+
+``launch`` -> EHR authorize -> ``callback`` -> ``form`` (GET: pre-filled from the record;
+POST: signed answers written to the EHR as a ``completed`` QuestionnaireResponse) ->
+``print`` (the signed answers with their evidence, for the funding application).
+Nothing here logs a token, a code, a query string or patient data.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from cds_service.api.errors import PrefetchMissing
+from cds_service.apps.ino2 import pages
+from cds_service.apps.ino2.operation import POPULATE_PATH, QUESTIONNAIRE_PATH, populate_endpoint, questionnaire_endpoint
+from cds_service.apps.ino2.populate import populate, questionnaire_of, response_of
+from cds_service.apps.ino2.records import prefetch_templates, record_from_server
+from cds_service.apps.ino2.smart import (
+    LaunchError,
+    Session,
+    Sessions,
+    authorize_url,
+    check_issuer,
+    fhir_user_of,
+    pkce_pair,
+    read_configuration,
+    same,
+    scopes_for,
+)
+from cds_service.engine.apply import iso_instant
+from cds_service.knowledge.terms import INO2_QUESTIONNAIRE
+
+log = logging.getLogger(__name__)
+
+BASE = "/apps/ino2"
+COOKIE = "ino2_session"
+MAX_FORM_BYTES = 64_000
+HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "base-uri 'none'; frame-ancestors 'none'",
+}
+
+
+class Ino2App:
+    """Per-app state: the sessions and what the app was registered with."""
+
+    def __init__(self, settings: Any, engine: Any) -> None:
+        self.settings = settings
+        self.sessions = Sessions(settings.smart_session_seconds)
+        types = {t.split("?", 1)[0].split("/", 1)[0] for t in prefetch_templates(engine).values()}
+        self.scope = scopes_for(types)
+
+    def base_url(self, request: Request) -> str:
+        return (self.settings.public_base_url or str(request.base_url)).rstrip("/")
+
+    def redirect_uri(self, request: Request) -> str:
+        return self.base_url(request) + BASE + "/callback"
+
+
+def html(body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(body, status_code=status, headers=HEADERS)
+
+
+def _problem(title: str, text: str, status: int = 400) -> HTMLResponse:
+    return html(pages.message(title, text), status)
+
+
+def _session(request: Request) -> Session | None:
+    return request.app.state.ino2.sessions.get(request.cookies.get(COOKIE))
+
+
+async def launch(request: Request) -> Response:
+    """EHR launch: discover the EHR's endpoints, start authorization with PKCE."""
+    app: Ino2App = request.app.state.ino2
+    state = request.app.state.cds
+    q = request.query_params
+    try:
+        iss = check_issuer(q.get("iss", ""), app.settings.smart_issuers, app.settings.allow_http_fhir_server)
+        if not q.get("launch"):
+            raise LaunchError("The EHR did not send a launch context ('launch'): open the form from the EHR.")
+        try:
+            resp = await state.http().get(iss + "/.well-known/smart-configuration",
+                                          headers={"Accept": "application/json"},
+                                          timeout=app.settings.fetch_timeout_seconds)
+            doc = resp.json() if resp.status_code == 200 else None
+        except Exception as exc:  # noqa: BLE001 - any network or JSON failure is one message
+            log.warning("SMART configuration could not be read (%s)", type(exc).__name__)
+            doc = None
+        auth, token_url = read_configuration(doc)
+        session = app.sessions.new()
+    except LaunchError as exc:
+        return _problem("The INO2 form could not be opened", str(exc))
+    verifier, challenge = pkce_pair()
+    session.iss, session.launch, session.token_url = iss, q["launch"], token_url
+    session.state, session.verifier = secrets.token_urlsafe(32), verifier
+    target = authorize_url(auth, client_id=app.settings.smart_client_id, redirect_uri=app.redirect_uri(request),
+                           launch=session.launch, scope=app.scope, state=session.state, aud=iss,
+                           challenge=challenge)
+    response = RedirectResponse(target, status_code=302, headers=HEADERS)
+    response.set_cookie(COOKIE, session.id, max_age=app.settings.smart_session_seconds, path=BASE + "/",
+                        httponly=True, samesite="lax", secure=app.redirect_uri(request).startswith("https:"))
+    return response
+
+
+async def callback(request: Request) -> Response:
+    """Check ``state``, swap the code for a token (with the PKCE verifier), keep it server-side."""
+    app: Ino2App = request.app.state.ino2
+    session = _session(request)
+    q = request.query_params
+    if session is None or session.state is None:
+        return _problem("Session expired", "This form session has expired or was already used: open the form "
+                        "again from the EHR.")
+    expected, verifier = session.state, session.verifier
+    session.state = session.verifier = None  # single use, whatever happens next
+    if not same(q.get("state"), expected):
+        log.warning("SMART callback with a state that does not match the session")
+        return _problem("The INO2 form could not be opened", "The sign-in answer did not match this session "
+                        "(state). Open the form again from the EHR.")
+    if q.get("error") or not q.get("code"):
+        return _problem("Sign-in was not completed", "The EHR did not authorise the form. Open it again from the "
+                        "EHR, or ask the EHR team to check the app's registration.")
+    form = {"grant_type": "authorization_code", "code": q["code"], "redirect_uri": app.redirect_uri(request),
+            "client_id": app.settings.smart_client_id, "code_verifier": str(verifier)}
+    status: int | str = "no answer"
+    try:
+        resp = await request.app.state.cds.http().post(
+            session.token_url, data=form, headers={"Accept": "application/json"},
+            timeout=app.settings.fetch_timeout_seconds)
+        status = resp.status_code
+        token = resp.json() if resp.status_code == 200 else None
+    except Exception as exc:  # noqa: BLE001 - network or JSON: the same refusal below
+        log.warning("SMART token exchange failed (%s)", type(exc).__name__)
+        token = None
+    if not isinstance(token, dict) or not isinstance(token.get("access_token"), str):
+        log.warning("SMART token exchange refused (HTTP %s)", status)
+        return _problem("Sign-in failed", "The EHR did not issue an access token. Open the form again from the EHR.")
+    patient = token.get("patient")
+    if not isinstance(patient, str) or not patient:
+        return _problem("No patient", "The EHR did not say which patient the form is for (no 'patient' in the "
+                        "token response). Open the form from the patient's record.")
+    session.access_token, session.patient = token["access_token"], patient
+    session.user = fhir_user_of(token.get("id_token"), app.settings.smart_client_id, time.time())
+    if isinstance(token.get("appContext"), str):
+        session.app_context = token["appContext"][:500]
+    expires = token.get("expires_in")
+    if isinstance(expires, (int, float)) and expires > 0:
+        session.expires_at = min(session.expires_at, time.time() + float(expires))
+    return RedirectResponse(BASE + "/form", status_code=303, headers=HEADERS)
+
+
+async def _prefill(request: Request, session: Session) -> Response | None:
+    state = request.app.state.cds
+    try:
+        record = await record_from_server(state, str(session.patient), session.iss, session.access_token)
+    except PrefetchMissing as exc:
+        return _problem("The record could not be read", "The form is not pre-filled from part of a record. "
+                        f"Not readable: {', '.join(sorted(exc.reasons))}. Try again, or ask the EHR team.", 502)
+    if record.patient is None:
+        return _problem("No patient", "The EHR's FHIR server has no record of this patient.", 404)
+    result = populate(state.engine, record, datetime.now(UTC), drafts_known=False)
+    session.fills, session.patient_resource = result.fills, record.patient
+    return None
+
+
+def _form(request: Request, session: Session, *, values: Any = None, error: str | None = None,
+          status: int = 200) -> Response:
+    q = questionnaire_of(request.app.state.cds.engine)
+    body = pages.form_page(q, session.fills, patient=session.patient_resource, user=session.user,
+                           csrf=session.csrf, action=BASE + "/form", values=values, error=error,
+                           app_context=session.app_context)
+    return html(body, status)
+
+
+async def form_get(request: Request) -> Response:
+    session = _session(request)
+    if session is None or not session.authorized:
+        return _problem("Session expired", "Open the INO2 form again from the EHR.", 401)
+    problem = await _prefill(request, session)
+    return problem or _form(request, session)
+
+
+def _values(q: dict[str, Any], body: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in q.get("item") or ():
+        raw = body.get(item["linkId"], "")
+        if item.get("type") == "boolean" and raw in ("true", "false"):
+            out[item["linkId"]] = raw == "true"
+        elif item.get("type") == "choice" and raw:
+            out[item["linkId"]] = raw
+    return out
+
+
+async def form_post(request: Request) -> Response:
+    """Signed answers -> a completed QuestionnaireResponse on the EHR's FHIR server."""
+    session = _session(request)
+    if session is None or not session.authorized:
+        return _problem("Session expired", "Nothing was saved. Open the INO2 form again from the EHR.", 401)
+    raw = await request.body()
+    if len(raw) > MAX_FORM_BYTES:
+        return _problem("Too large", "The form post is too large.", 413)
+    body = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+    if not same(body.get("csrf"), session.csrf):
+        log.warning("INO2 form post without a valid CSRF token")
+        return _problem("Not saved", "This form post did not come from the form (CSRF check failed).", 403)
+    if session.fills is None:
+        problem = await _prefill(request, session)
+        if problem:
+            return problem
+    q = questionnaire_of(request.app.state.cds.engine)
+    values = _values(q, body)
+    if body.get("sign") != "yes":
+        return _form(request, session, values=values, error="tick the confirmation to sign the form.", status=400)
+    if not session.user:
+        return _form(request, session, values=values, status=400,
+                     error="the EHR did not say who you are (fhirUser), so the form cannot be signed.")
+    response = response_of(q, session.patient if "/" in str(session.patient) else f"Patient/{session.patient}",
+                           values, status="completed", authored=iso_instant(datetime.now(UTC)),
+                           evidence=session.fills, author=session.user)
+    url, method = session.iss + "/QuestionnaireResponse", "POST"
+    previous = (session.saved or {}).get("id")
+    if previous:  # signed again in the same session: an amendment of the same response
+        response = {"id": previous, **response, "status": "amended"}
+        url, method = f"{url}/{previous}", "PUT"
+    try:
+        resp = await request.app.state.cds.http().request(
+            method, url, content=orjson.dumps(response),
+            headers={"Authorization": f"Bearer {session.access_token}", "Content-Type": "application/fhir+json",
+                     "Accept": "application/fhir+json"},
+            timeout=request.app.state.ino2.settings.fetch_timeout_seconds)
+        status = resp.status_code
+        saved = resp.json() if status in (200, 201) and resp.content else None
+    except Exception as exc:  # noqa: BLE001
+        log.warning("INO2 form could not be written (%s)", type(exc).__name__)
+        status, saved = 0, None
+    if status not in (200, 201):
+        log.warning("INO2 form write refused (HTTP %s)", status)
+        return _form(request, session, values=values, status=502,
+                     error=f"the EHR did not accept the form (HTTP {status or 'no answer'}). Try again.")
+    if isinstance(saved, dict) and saved.get("resourceType") == "QuestionnaireResponse":
+        response = saved
+    else:
+        location = resp.headers.get("location", "")
+        response["id"] = location.split("/QuestionnaireResponse/", 1)[-1].split("/", 1)[0] if location else ""
+    session.saved = response
+    log.info("INO2 form saved")
+    return RedirectResponse(BASE + "/print", status_code=303, headers=HEADERS)
+
+
+async def print_view(request: Request) -> Response:
+    session = _session(request)
+    if session is None or session.saved is None:
+        return _problem("Nothing to print", "Sign and save the INO2 form first.", 404)
+    q = questionnaire_of(request.app.state.cds.engine)
+    return html(pages.print_page(q, session.saved, patient=session.patient_resource, form_url=BASE + "/form"))
+
+
+def install(app: FastAPI, settings: Any, engine: Any) -> None:
+    """Add the SDC operation and the INO2 form app to the service (only when the knowledge
+    served holds the INO2 Questionnaire: the form is rendered from it)."""
+    if INO2_QUESTIONNAIRE not in (getattr(getattr(engine, "kb", None), "resources", None) or {}):
+        return
+    app.state.ino2 = Ino2App(settings, engine)
+    app.add_api_route(POPULATE_PATH, populate_endpoint, methods=["POST"])
+    app.add_api_route(QUESTIONNAIRE_PATH, questionnaire_endpoint, methods=["GET"])
+    app.add_api_route(BASE + "/launch", launch, methods=["GET"])
+    app.add_api_route(BASE + "/callback", callback, methods=["GET"])
+    app.add_api_route(BASE + "/form", form_get, methods=["GET"])
+    app.add_api_route(BASE + "/form", form_post, methods=["POST"])
+    app.add_api_route(BASE + "/print", print_view, methods=["GET"])
