@@ -227,7 +227,7 @@ def test_an_unknown_valueset_raises_unknown_artifact(terminology: Terminology) -
 
 
 def test_a_pinned_url_is_accepted_only_with_our_version(terminology: Terminology) -> None:
-    assert terminology.contains(AZOLES + "|0.1.0", coded(ATC, "J02AC01"))
+    assert terminology.contains(AZOLES + "|0.2.0", coded(ATC, "J02AC01"))
     with pytest.raises(UnknownArtifact):
         terminology.contains(AZOLES + "|9.9.9", coded(ATC, "J02AC01"))
 
