@@ -190,6 +190,11 @@ def body_measurements(record: PatientRecord, ctx: FeatureContext, on: date) -> t
         elif day is not None and (on - day).days <= limit:
             value["bsa_m2"], value["bsa_status"] = q[0], "recorded"
             value["bsa_references"] = [reference_of(obs)]
+    if value["bsa_m2"] is not None and any("implausible" in p for p in size_problems):
+        # A recorded BSA beside an impossible height or weight was likely calculated from it.
+        value.update(bsa_m2=None, bsa_status="unusable")
+        bsa_problems.append("the body surface area is not used: it may have been calculated from the "
+                            "implausible height or weight")
     fresh_size = size["height"] is not None and size["weight"] is not None
     if value["bsa_m2"] is None and fresh_size:
         shown = f"height {fmt(size['height'], 1)} cm and weight {fmt(size['weight'], 1)} kg"
@@ -309,7 +314,7 @@ def bsa_dose(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
             "date": p.day.isoformat(),
             "calculated_mg": calculated,
             "deviation_percent": deviation,
-            "ratio": round(dose.mg / calculated, 2) if deviation is not None else None,
+            "ratio": round(dose.mg / (bsa * regimen_mg_m2), 2) if deviation is not None else None,
             "gross": gross,
             # The replacement dose is offered only for a gross error, and only when the
             # regimen's mg/m² for this cycle/day/response and a usable BSA are both known.
