@@ -138,3 +138,18 @@ def test_patient_age_is_unknown_without_a_birth_date():
     assert patient_age(record(pt=patient(None)), ctx()).status == "unknown"
     fv = patient_age(record(pt=patient("2010-06")), ctx())
     assert fv.value["years"] == 16
+
+
+def test_height_in_metres_and_weight_in_pounds_are_converted_before_the_plausibility_check():
+    fv = dose_check(obs("height", "8302-2", 1.3, "m"), obs("weight", "29463-7", 59.525, "[lb_av]"),
+                    drafts=[draft("ino", mg=0.96)], bsa_formula="mosteller")
+    # 1.3 m = 130 cm, 59.525 lb = 27.0 kg -> sqrt(130 x 27 / 3600) = 0.99 m2
+    assert fv.value["height_cm"] == 130 and fv.value["weight_kg"] == pytest.approx(27.0, abs=0.001)
+    assert fv.value["bsa_m2"] == 0.99
+
+
+def test_a_future_birth_date_or_an_impossible_age_is_unknown_never_a_child():
+    future = patient_age(record(pt={"resourceType": "Patient", "id": "p1", "birthDate": "2031-01-01"}), ctx())
+    assert future.status == "unknown" and future.value["implausible"] == "it is in the future"
+    placeholder = patient_age(record(pt={"resourceType": "Patient", "id": "p1", "birthDate": "1900-01-01"}), ctx())
+    assert placeholder.status == "unknown" and "above the plausible maximum of 120" in placeholder.note

@@ -11,6 +11,7 @@ and the non-default site policies. Every check fails on knowledge 0.1.0 (before 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -229,6 +230,16 @@ def test_under_the_apply_policy_the_card_says_the_exception_was_applied(path: st
     assert found["indicator"] == "warning"
     assert "label exception applied" in found["summary"]
     assert "This site applies the label's exception" in found["detail"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_the_gilbert_policy_holds_on_order_select_too(path: str) -> None:
+    item = dataclasses.replace(scenario("safety-e-gilbert-hold-by-default"), hook="order-select",
+                               selections=("MedicationRequest/draft-ino-c1d15",), expect=None)
+    result = asyncio_replay_unchecked(item, SitePolicy()) if path == "prefetch" \
+        else _fallback_unchecked(item, SitePolicy())
+    found = card(result, "liver-function-hold")
+    assert found["indicator"] == "critical" and "(Gilbert's/haemolysis recorded)" in found["summary"]
 
 
 def _fallback_unchecked(item: Scenario, policy: SitePolicy) -> run.ScenarioResult:

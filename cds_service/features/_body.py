@@ -130,7 +130,8 @@ def _measure(obs: Any, label: str, units: dict[str, float], unit_name: str, poli
     q = quantity(obs.get("valueQuantity"))
     factor = units.get(q[1].strip().lower()) if q else None
     if q is None or factor is None:
-        problems.append(f"{label} {reference_of(obs)} is not a value in {unit_name}")
+        shown = f"{fmt(q[0])} {q[1]}".rstrip() if q else "without a value"
+        problems.append(f"{label} {shown} cannot be read as {unit_name}")
         return None
     value = round(q[0] * factor, 4)
     low, high = plausible_range(policy_range)
