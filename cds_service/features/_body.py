@@ -124,7 +124,7 @@ def _latest(record: PatientRecord, ctx: FeatureContext, valueset: str, label: st
 
 
 def _measure(obs: Any, label: str, units: dict[str, float], unit_name: str, policy_range: str,
-             problems: list[str]) -> float | None:
+             problems: list[str], implausible: list[str]) -> float | None:
     """The measurement in ``unit_name`` if it can be read and is physically possible, else
     None with the reason in ``problems`` (SitePolicy plausible_*: fail visible)."""
     q = quantity(obs.get("valueQuantity"))
@@ -136,6 +136,7 @@ def _measure(obs: Any, label: str, units: dict[str, float], unit_name: str, poli
     value = round(q[0] * factor, 4)
     low, high = plausible_range(policy_range)
     if not low <= value <= high:
+        implausible.append(f"{label} {fmt(q[0])} {q[1]}")
         problems.append(f"{label} {fmt(q[0])} {q[1]} is implausible (outside {policy_range} {unit_name}): "
                         "correct it in the record")
         return None
@@ -164,6 +165,7 @@ def body_measurements(record: PatientRecord, ctx: FeatureContext, on: date) -> t
     size: dict[str, float | None] = {}
     size_refs: list[str] = []
     size_problems: list[str] = []
+    implausible: list[str] = []  # the data named in the card summary
     for key, valueset, units, unit_name, allowed in (
         ("height", vs.BODY_HEIGHT, _TO_CM, "cm", policy.plausible_height_cm),
         ("weight", vs.BODY_WEIGHT, _TO_KG, "kg", policy.plausible_weight_kg),
@@ -172,7 +174,7 @@ def body_measurements(record: PatientRecord, ctx: FeatureContext, on: date) -> t
         value[f"{key}_date"] = day.isoformat() if day else None
         size[key] = None
         if obs is not None:
-            size[key] = _measure(obs, key, units, unit_name, allowed, size_problems)
+            size[key] = _measure(obs, key, units, unit_name, allowed, size_problems, implausible)
             size_refs.append(reference_of(obs))
         if day is not None and (on - day).days > limit:
             size[key] = None
@@ -186,12 +188,14 @@ def body_measurements(record: PatientRecord, ctx: FeatureContext, on: date) -> t
         if q is None or q[1].lower().replace(" ", "") not in _M2:
             bsa_problems.append(f"body surface area {reference_of(obs)} is not a value in m²")
         elif not low <= q[0] <= high:
+            implausible.append(f"body surface area {fmt(q[0])} m²")
             bsa_problems.append(f"body surface area {fmt(q[0])} m² is implausible (outside "
                                 f"{policy.plausible_bsa_m2} m²): correct it in the record")
         elif day is not None and (on - day).days <= limit:
             value["bsa_m2"], value["bsa_status"] = q[0], "recorded"
             value["bsa_references"] = [reference_of(obs)]
-    if value["bsa_m2"] is not None and any("implausible" in p for p in size_problems):
+    value["implausible"] = implausible
+    if value["bsa_m2"] is not None and implausible:
         # A recorded BSA beside an impossible height or weight was likely calculated from it.
         value.update(bsa_m2=None, bsa_status="unusable")
         bsa_problems.append("the body surface area is not used: it may have been calculated from the "
