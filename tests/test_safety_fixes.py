@@ -279,3 +279,26 @@ def test_under_the_mosteller_policy_the_derived_bsa_and_the_formula_are_shown(pa
 def test_an_unknown_bsa_formula_is_refused() -> None:
     with pytest.raises(ValueError, match="bsa_formula"):
         SitePolicy(bsa_formula="du-bois")
+
+
+def test_when_diagnoses_cannot_be_read_the_hold_card_does_not_claim_no_gilbert() -> None:
+    from _rules_harness import NOW as HARNESS_NOW
+    from _rules_harness import alt, ast, bilirubin, draft, record
+
+    from cds_service.engine import Engine
+    from cds_service.knowledge import load_knowledge
+    from cds_service.record import DataNote
+
+    engine = Engine(load_knowledge())
+    labs = (bilirubin("b", 40), ast("a", 60), alt("l", 125))
+    unread = record(*labs, drafts=[draft("ino", mg=0.5)],
+                    notes=[DataNote("error", "conditions", "Condition search failed: HTTP 500")])
+    found = [c for c in engine.evaluate("SactOrderSign", unread, HARNESS_NOW).cards
+             if rule_of(c) == "liver-function-hold"]
+    assert found[0]["indicator"] == "critical"
+    assert "whether one is recorded could not be read" in found[0]["detail"]
+    assert "none is recorded for this patient" not in found[0]["detail"]
+    readable = record(*labs, drafts=[draft("ino", mg=0.5)])
+    found = [c for c in engine.evaluate("SactOrderSign", readable, HARNESS_NOW).cards
+             if rule_of(c) == "liver-function-hold"]
+    assert "none is recorded for this patient" in found[0]["detail"]
