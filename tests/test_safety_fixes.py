@@ -302,3 +302,16 @@ def test_when_diagnoses_cannot_be_read_the_hold_card_does_not_claim_no_gilbert()
     found = [c for c in engine.evaluate("SactOrderSign", readable, HARNESS_NOW).cards
              if rule_of(c) == "liver-function-hold"]
     assert "none is recorded for this patient" in found[0]["detail"]
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"CDS_POLICY_BSA_FORMULA": "du-bois"}, "bsa_formula"),
+    ({"CDS_POLICY_GILBERT_HAEMOLYSIS_EXCEPTION": "ignore"}, "gilbert_haemolysis_exception"),
+    ({"CDS_POLICY_BSA_DOSE_CRITICAL_PERCENT": "3"}, "bsa_dose_critical_percent"),
+    ({"CDS_POLICY_PLAUSIBLE_HEIGHT_CM": "300-20"}, "plausible_height_cm"),
+])
+def test_a_bad_safety_policy_stops_the_start_with_a_message_naming_it(env: dict[str, str], named: str) -> None:
+    from cds_service.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match=named):
+        load_settings(env=env)

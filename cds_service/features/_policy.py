@@ -107,11 +107,11 @@ class SitePolicy:
         "names the datum.",
     )
     plausible_bsa_m2: str = _policy(
-        "0.05-7",
-        "Plausibility: body surface areas outside this range (m2) are physically impossible (the "
-        "height and weight limits above give at most ~7.6 m2 by any formula; no newborn is below "
-        "0.05 m2) and are not used for dosing; the card names the datum. Negative laboratory "
-        "results are always implausible.",
+        "0.03-7.7",
+        "Plausibility: body surface areas outside this range (m2) are physically impossible and are "
+        "not used for dosing; the card names the datum. The limits are those of the height and weight "
+        "ranges above under the Mosteller formula (20 cm and 0.2 kg give 0.03 m2; 300 cm and 700 kg "
+        "give 7.6 m2). Negative laboratory results are always implausible.",
     )
     ecog_max_met: int = _policy(
         2,
