@@ -35,10 +35,10 @@ def scenario(name: str) -> Scenario:
     return load_scenario(SCENARIOS / f"{name}.json")
 
 
-def replay(item: Scenario, path: str, policy: SitePolicy | None = None) -> run.ScenarioResult:
+def replay(item: Scenario, path: str, policy: SitePolicy | None = None, *, check: bool = True) -> run.ScenarioResult:
     """Replay ``item`` in-process with ``policy`` (default: the shipped defaults), sending
     prefetch (``prefetch``) or only ``fhirServer`` pointing at the scenario served on
-    loopback (``fhir-server``: the service's fallback fetch)."""
+    loopback (``fhir-server``: the service's fallback fetch); ``check``: its expectations held."""
 
     async def go() -> run.ScenarioResult:
         settings = run.replay_settings(policy=policy or SitePolicy())
@@ -49,7 +49,9 @@ def replay(item: Scenario, path: str, policy: SitePolicy | None = None) -> run.S
                 return await replayer.replay(item, NOW, fhir_server=served.url, send_prefetch=False)
 
     result = asyncio.run(go())
-    assert result.status == "passed", (path, result.error, [str(d) for d in result.diffs])
+    assert result.status != "error", result.error
+    if check:
+        assert result.status == "passed", (path, [str(d) for d in result.diffs])
     if path == "fhir-server":
         assert "prefetch" not in result.requests[0]["request"]
     return result
@@ -112,16 +114,8 @@ def test_without_a_fresh_bsa_no_dose_is_proposed(path: str) -> None:
 def test_between_the_tolerance_and_the_gross_band_it_stays_a_warning_and_the_band_is_site_policy() -> None:
     item = scenario("safety-a-gross-overdose-ten-fold-critical")
     relaxed = SitePolicy(bsa_dose_critical_percent=1000.0)  # +900 % is inside this band
-    found = card(asyncio_replay_unchecked(item, relaxed), "bsa-dose")
+    found = card(replay(item, "prefetch", relaxed, check=False), "bsa-dose")
     assert found["indicator"] == "warning" and not found.get("suggestions")
-
-
-def asyncio_replay_unchecked(item: Scenario, policy: SitePolicy) -> run.ScenarioResult:
-    async def go() -> run.ScenarioResult:
-        async with run.in_process(run.replay_settings(policy=policy)) as replayer:
-            return await replayer.replay(item, NOW)
-
-    return asyncio.run(go())
 
 
 def test_a_gross_band_below_the_tolerance_is_refused() -> None:
@@ -176,13 +170,11 @@ def test_a_birth_date_in_the_future_is_named_and_the_child_criterion_is_unknown(
 
 
 def test_an_impossible_age_is_site_policy() -> None:
-    item = scenario("safety-d-birth-date-in-the-future-unknown")
-    # a 120-year limit lets nobody through; the default already catches the future date, and a
-    # limit of 5 years makes the 8-year-old of another record implausible as well
-    strict = card(asyncio_replay_unchecked(scenario("safety-b-child-premedication-without-dose"),
-                                           SitePolicy(plausible_age_max_years=5)), "ino2-eligibility")
+    # the default (120 years) catches future and placeholder birth dates; a stricter site limit
+    # of 5 years makes the 8-year-old of another record implausible as well
+    strict = card(replay(scenario("safety-b-child-premedication-without-dose"), "prefetch",
+                         SitePolicy(plausible_age_max_years=5), check=False), "ino2-eligibility")
     assert "an age of 8 years is above the plausible maximum of 5" in strict["detail"]
-    assert asyncio_replay_unchecked(item, SitePolicy()).status == "passed"
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -224,8 +216,7 @@ def test_gilbert_recorded_keeps_the_hold_critical_by_default_and_says_so(path: s
 @pytest.mark.parametrize("path", PATHS)
 def test_under_the_apply_policy_the_card_says_the_exception_was_applied(path: str) -> None:
     item = scenario("safety-e-gilbert-hold-by-default")
-    result = asyncio_replay_unchecked(item, SitePolicy(gilbert_haemolysis_exception="apply")) if path == "prefetch" \
-        else _fallback_unchecked(item, SitePolicy(gilbert_haemolysis_exception="apply"))
+    result = replay(item, path, SitePolicy(gilbert_haemolysis_exception="apply"), check=False)
     found = card(result, "liver-function-hold")
     assert found["indicator"] == "warning"
     assert "label exception applied" in found["summary"]
@@ -236,19 +227,9 @@ def test_under_the_apply_policy_the_card_says_the_exception_was_applied(path: st
 def test_the_gilbert_policy_holds_on_order_select_too(path: str) -> None:
     item = dataclasses.replace(scenario("safety-e-gilbert-hold-by-default"), hook="order-select",
                                selections=("MedicationRequest/draft-ino-c1d15",), expect=None)
-    result = asyncio_replay_unchecked(item, SitePolicy()) if path == "prefetch" \
-        else _fallback_unchecked(item, SitePolicy())
+    result = replay(item, path, check=False)
     found = card(result, "liver-function-hold")
     assert found["indicator"] == "critical" and "(Gilbert's/haemolysis recorded)" in found["summary"]
-
-
-def _fallback_unchecked(item: Scenario, policy: SitePolicy) -> run.ScenarioResult:
-    async def go() -> run.ScenarioResult:
-        async with run.in_process(run.replay_settings(policy=policy)) as replayer:
-            with fhir_server.serve(item.resolved(NOW)) as served:
-                return await replayer.replay(item, NOW, fhir_server=served.url, send_prefetch=False)
-
-    return asyncio.run(go())
 
 
 # ------------------------------------------------------------------ f. BSA from height and weight
@@ -267,7 +248,7 @@ def test_bsa_not_recorded_but_height_and_weight_are_says_exactly_that(path: str)
 def test_under_the_mosteller_policy_the_derived_bsa_and_the_formula_are_shown(path: str) -> None:
     item = scenario("safety-f-height-and-weight-without-bsa")
     policy = SitePolicy(bsa_formula="mosteller")
-    result = asyncio_replay_unchecked(item, policy) if path == "prefetch" else _fallback_unchecked(item, policy)
+    result = replay(item, path, policy, check=False)
     found = card(result, "bsa-dose")
     # sqrt(128 x 26 / 3600) = 0.9615 -> 0.96 m2; 0.96 x 0.8 = 0.768 -> 0.77 mg
     assert found["indicator"] == "critical" and "× the calculated 0.77 mg (0.96 m² × 0.8 mg/m²)" in found["summary"]
