@@ -393,7 +393,10 @@ def _policy(raw: Mapping[str, Any]) -> SitePolicy:
             values[name] = _coerce(Setting(f"policy_{name}", None, "", kind=kind), value, f"policy {name}")
         except SettingsError as exc:
             raise SettingsError(exc.message, field=f"policy.{name}") from exc
-    return SitePolicy(**values)
+    try:
+        return SitePolicy(**values)
+    except ValueError as exc:
+        raise SettingsError(f"bad site policy: {exc}", field="policy") from exc
 
 
 def as_env(settings: Settings) -> dict[str, str]:

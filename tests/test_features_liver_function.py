@@ -148,3 +148,16 @@ def test_an_unknown_count_unit_is_not_read():
 def test_alp_and_ast_builders_are_coded_as_the_valuesets_expect():
     fv = lft(bilirubin("b", 10), ast("a", 100), alt("l", 101), alp("p", 600))
     assert (fv.value["ast_x_uln"], fv.value["alt_x_uln"], fv.value["alp_x_uln"]) == (2.5, 2.525, 2.0)
+
+
+def test_a_negative_result_is_implausible_and_never_below_the_limit():
+    # issue 10 d: before, -4/21 = -0.19 x ULN read as "not above 1.5 x ULN"
+    fv = lft(bilirubin("b", -4, uln=21), ast("a", 200), alt("l", 40))
+    assert fv.value["bilirubin_x_uln"] is None
+    assert any("Total bilirubin -4 umol/L" in p and "implausible" in p for p in fv.value["problems"])
+
+
+def test_a_negative_count_is_implausible_and_not_used():
+    fv = counts(anc("n", -1.2), platelets("p", 120))
+    assert fv.value["anc"] is None
+    assert any("Neutrophils (ANC) -1.2" in p and "implausible" in p for p in fv.value["problems"])

@@ -71,6 +71,39 @@ def test_a_newer_form_wins_over_an_older_coded_remission():
     assert fv.value["status"] == "not-in-CR"
 
 
+REMISSION = {"coding": [{"system": "http://snomed.info/sct", "code": "103338009", "display": "In full remission"}],
+             "text": "Bone marrow: complete remission"}
+
+
+def test_a_newer_form_without_the_answer_does_not_hide_an_earlier_coded_remission():
+    # issue 10 c: the old code only looked after the newest form's date, so this was "unknown"
+    remission = obs("rem", "dummy", None, "", -10, valueCodeableConcept=REMISSION)
+    fv = response(given("d1", -25), remission, form({"mrd-negative": True}, offset=-2))
+    assert fv.value["status"] == "CR/CRi" and fv.value["in_cr_cri"] is True
+    assert "recorded remission" in fv.value["source"] and "Bone marrow: complete remission" in fv.value["source"]
+    assert any("does not record the response" in e.display for e in fv.evidence)
+
+
+def test_a_newer_form_without_the_answer_does_not_hide_an_older_forms_answer():
+    fv = response(form({"response-status": "not-in-CR"}, offset=-20, rid="old"),
+                  form({"hsct-planned": True}, offset=-2, rid="new"))
+    assert fv.value["status"] == "not-in-CR" and fv.value["source"].startswith("the INO2 form of")
+    assert fv.value["source_date"] == fv.evidence[0].date
+
+
+def test_a_coded_remission_after_the_answered_form_wins():
+    remission = {"resourceType": "Condition", "id": "cr", "subject": {"reference": "Patient/p1"},
+                 "code": REMISSION, "onsetDateTime": obs("x", "x", 1, "", -3)["effectiveDateTime"]}
+    fv = response(given("d1", -25), form({"response-status": "not-in-CR"}, offset=-10), remission)
+    assert fv.value["status"] == "CR/CRi" and "diagnosis" in fv.value["source"]
+
+
+def test_a_form_and_a_coded_remission_of_the_same_day_that_disagree_are_unknown():
+    remission = obs("rem", "dummy", None, "", -2, valueCodeableConcept=REMISSION)
+    fv = response(given("d1", -25), remission, form({"response-status": "not-in-CR"}, offset=-2))
+    assert fv.status == "unknown" and "disagree" in fv.note
+
+
 def test_a_transplant_request_means_hsct_planned():
     request = {"resourceType": "ServiceRequest", "id": "sr", "status": "active", "intent": "order",
                "subject": {"reference": "Patient/p1"}, "code": {"text": "Allogeneic stem cell transplant"}}

@@ -29,16 +29,29 @@ class SuggestionRule:
     description: str | None
     action_id: str | None
     conditions: tuple[CompiledExpression, ...]
-    kind: str  # "create" | "delete" | "label"
+    kind: str  # "create" | "delete" | "update" | "label"
     activity: Mapping[str, Any] | None = None
     activity_canonical: str | None = None
     uses_bsa: bool = False
     resource_ids: CompiledExpression | None = None
+    #: ``update``: (path, expression) of the new values, one result per resource id
+    #: (UPDATE_PATHS).
+    changes: tuple[tuple[str, CompiledExpression], ...] = ()
 
     def expressions(self) -> Iterator[CompiledExpression]:
         yield from self.conditions
         if self.resource_ids is not None:
             yield self.resource_ids
+        for _, expr in self.changes:
+            yield expr
+
+
+#: What an ``update`` suggestion may change in a draft order (paths of its dynamicValues
+#: besides ``resourceId``): the dose value (required), its UCUM unit and a note.
+UPDATE_DOSE_VALUE = "dosageInstruction.doseAndRate.doseQuantity.value"
+UPDATE_DOSE_UNIT = "dosageInstruction.doseAndRate.doseQuantity.code"
+UPDATE_NOTE = "note.text"
+UPDATE_PATHS = (UPDATE_DOSE_VALUE, UPDATE_DOSE_UNIT, UPDATE_NOTE)
 
 
 @dataclass(frozen=True)

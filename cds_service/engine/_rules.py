@@ -29,6 +29,9 @@ from cds_service.engine._plan import (
     FHIRPATH,
     SELECTION_BEHAVIORS,
     TEMPLATE_CODE,
+    UPDATE_DOSE_UNIT,
+    UPDATE_DOSE_VALUE,
+    UPDATE_PATHS,
     Rule,
     RulePlan,
     SuggestionRule,
@@ -293,10 +296,12 @@ class _Compiler:
                 kind="delete",
                 resource_ids=compiled,
             )
+        if type_code == "update":
+            return self.update(child, label, conditions)
         if type_code is not None:
             self.fail(
                 KnowledgeError,
-                f"suggestion type {type_code!r} is not supported (create via definitionCanonical, or remove)",
+                f"suggestion type {type_code!r} is not supported (create via definitionCanonical, remove or update)",
                 child,
             )
             return None
@@ -309,6 +314,35 @@ class _Compiler:
             action_id=child.get("id"),
             conditions=conditions,
             kind="label",
+        )
+
+    def update(self, child: Mapping[str, Any], label: str,
+               conditions: tuple[CompiledExpression, ...]) -> SuggestionRule | None:
+        """An ``update`` child: dynamicValue ``resourceId`` (the draft orders) and the new
+        dose (``UPDATE_PATHS``); anything else is refused at load."""
+        by_path: dict[str, Mapping[str, Any]] = {}
+        for dv in child.get("dynamicValue") or ():
+            path = str(dv.get("path", "")).lstrip("%")
+            if path != "resourceId" and path not in UPDATE_PATHS or path in by_path:
+                self.fail(KnowledgeError, f"an 'update' suggestion cannot set {path!r} (allowed: resourceId, "
+                                          f"{', '.join(UPDATE_PATHS)}; each once)", child)
+                return None
+            by_path[path] = dv
+        if "resourceId" not in by_path or UPDATE_DOSE_VALUE not in by_path or UPDATE_DOSE_UNIT not in by_path:
+            self.fail(KnowledgeError, "an 'update' suggestion needs dynamicValues 'resourceId', "
+                                      f"{UPDATE_DOSE_VALUE!r} and {UPDATE_DOSE_UNIT!r}", child)
+            return None
+        compiled = {p: self.expr(dv.get("expression") or {}, child, f"dynamicValue[{p}]") for p, dv in by_path.items()}
+        if any(c is None for c in compiled.values()):
+            return None
+        return SuggestionRule(
+            label=label,
+            description=child.get("description"),
+            action_id=child.get("id"),
+            conditions=conditions,
+            kind="update",
+            resource_ids=compiled.pop("resourceId"),
+            changes=tuple((p, c) for p, c in compiled.items() if c is not None),
         )
 
     def activity(self, canonical: str, child: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -8,6 +8,8 @@ architecture.md §5.1: a child action is one suggestion (``title`` -> ``label``,
 - ``type`` ``remove`` + dynamicValue ``resourceId`` (FHIRPath giving ``Type/id``
   strings): one ``delete`` action per id, with ``resourceId`` (CDS Hooks 2.0: SHOULD for
   delete; the deprecated resource-as-id form is not used);
+- ``type`` ``update`` + dynamicValues ``resourceId`` and the new dose (``_plan.UPDATE_PATHS``):
+  one ``update`` action per draft order, carrying the whole draft with its dose replaced;
 - neither: a label-only suggestion (as the CDC opioid rules' "snooze" choices).
 
 A child whose condition is false is not offered: that is the rule saying so. A child
@@ -26,10 +28,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cds_service.engine._plan import Rule, SuggestionRule
-from cds_service.engine.apply import BSA_FEATURE, apply_with_problems
+from cds_service.engine._plan import UPDATE_DOSE_UNIT, UPDATE_DOSE_VALUE, UPDATE_NOTE, Rule, SuggestionRule
+from cds_service.engine.apply import BSA_FEATURE, _clone, apply_with_problems
 from cds_service.engine.cards import md
 from cds_service.engine.conditions import Scope, all_true, to_json
+from cds_service.knowledge.terms import DOSE_RATE_TYPE, UCUM
 from cds_service.record import PatientRecord
 
 if TYPE_CHECKING:
@@ -128,12 +131,63 @@ def _delete(child, scope, record, ctx, values, built: Built) -> None:
     )
 
 
+def _update(child, scope, record, ctx, values, built: Built) -> None:
+    """One ``update`` action per draft order named by ``resourceId``: the whole draft
+    (CDS Hooks 2.0: update carries the whole resource) with its dose replaced.
+
+    The i-th result of each change expression belongs to the i-th id; a count that does
+    not match, a draft that is not in the session, or a draft with other than one dosage
+    instruction gives no suggestion and a visible reason. The dosage ``text`` is dropped
+    (it states the old dose); the note says what changed.
+    """
+    try:
+        ids = list(dict.fromkeys(_flatten(to_json(child.resource_ids.evaluate(scope)))))
+        changes = {path: _flatten(to_json(expr.evaluate(scope))) for path, expr in child.changes}
+    except Exception as exc:  # noqa: BLE001 - becomes a visible reason, never silence
+        built.errors.append((child.resource_ids.where, type(exc).__name__))
+        built.missing.append(_missing(child, f"the change could not be worked out ({type(exc).__name__})"))
+        return
+    values_ = changes.get(UPDATE_DOSE_VALUE, [])
+    units = changes.get(UPDATE_DOSE_UNIT, [])
+    notes = changes.get(UPDATE_NOTE, [])
+    if not ids or any(not isinstance(i, str) or not REFERENCE.match(i) for i in ids):
+        built.missing.append(_missing(child, "no draft order to change was found"))
+        return
+    if len(values_) != len(ids) or len(units) not in (1, len(ids)) or notes and len(notes) != len(ids):
+        built.missing.append(_missing(child, "the new dose could not be matched to the draft order"))
+        return
+    actions = []
+    for n, ref in enumerate(ids):
+        draft = next((d for d in record.draft_orders if f"{d.get('resourceType')}/{d.get('id')}" == ref), None)
+        dose, unit = values_[n], units[0 if len(units) == 1 else n]
+        dosages = (draft or {}).get("dosageInstruction") or []
+        if draft is None or len(dosages) != 1:
+            why = "is not a draft order of this session" if draft is None else "has more than one dosage instruction"
+            built.missing.append(_missing(child, f"{_display(record, ref)} {why}: change the dose by hand"))
+            return
+        if not isinstance(dose, (int, float)) or isinstance(dose, bool) or dose <= 0 or not isinstance(unit, str):
+            built.missing.append(_missing(child, "the new dose is not a positive number with a unit"))
+            return
+        resource = _clone(draft)
+        dosage = resource["dosageInstruction"][0]
+        dosage.pop("text", None)
+        dosage["doseAndRate"] = [{
+            "type": {"coding": [{"system": DOSE_RATE_TYPE, "code": "ordered", "display": "Ordered"}]},
+            "doseQuantity": {"value": dose, "unit": unit, "system": UCUM, "code": unit},
+        }]
+        if notes:
+            resource["note"] = [*resource.get("note", []), {"text": str(notes[n])}]
+        base = child.description or child.label
+        actions.append({"type": "update", "description": f"{base} ({_display(record, ref)})", "resource": resource})
+    built.suggestions.append({"label": child.label, "uuid": str(uuid.uuid4()), "actions": actions})
+
+
 def _label(child, scope, record, ctx, values, built: Built) -> None:
     suggestion: dict[str, Any] = {"label": child.label, "uuid": str(uuid.uuid4())}
     built.suggestions.append(suggestion)
 
 
-_BUILDERS = {"create": _create, "delete": _delete, "label": _label}
+_BUILDERS = {"create": _create, "delete": _delete, "update": _update, "label": _label}
 
 
 def _flatten(value: Any) -> list[Any]:

@@ -1,10 +1,13 @@
 """Age and body surface area, and the ordered inotuzumab dose per m².
 
-BSA is taken only from a recorded BSA Observation (BodySurfaceArea: LOINC 8277-6,
-clinical.md §2.5). It is **not** computed from height and weight: no BSA formula
-(Mosteller, Du Bois, ...) is in the project's sources, so none is encoded; a missing BSA
-is a visible problem, never a guessed one. Height, weight and BSA older than
-``SitePolicy.bsa_max_age_days`` on the day of the dose count as missing (issue 3,
+BSA is taken from a recorded BSA Observation (BodySurfaceArea: LOINC 8277-6,
+clinical.md §2.5). Whether it may be calculated from height and weight is the site policy
+``bsa_formula``: no BSA formula is in the project's sources, so the default is ``none``
+(a missing BSA is a visible problem, never a guessed one, and where height and weight are
+recorded the card says exactly that); ``mosteller`` (cited in the policy's help) derives
+it when no usable BSA is recorded, and the card shows the derived BSA and the formula.
+Height, weight and BSA older than ``SitePolicy.bsa_max_age_days`` on the day of the dose
+count as missing, and physically impossible values (``plausible_*``) are never used (issue 3,
 bsa-dose). The mg/m² the regimen prescribes for each dose is read from the regimen
 PlanDefinitions (``ctx.regimens``: knowledge/_regimen.py), never written here; the rule
 PlanDefinition compares the order with it.
@@ -12,6 +15,7 @@ PlanDefinition compares the order with it.
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +24,7 @@ from cds_service.features._course import course
 from cds_service.features._labs import observations
 from cds_service.features._memo import memo
 from cds_service.features._orders import ino_draft_doses
+from cds_service.features._policy import plausible_range
 from cds_service.features._read import date_bounds, fmt, quantity
 from cds_service.features._registry import Evidence, FeatureContext, FeatureValue, feature
 from cds_service.features._response import response_status
@@ -52,6 +57,13 @@ def patient_age(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
         return FeatureValue.unknown("Age unknown: the patient's date of birth is not recorded.")
     today = ctx.now.date()
     oldest, youngest = full_years(bounds[0], today), full_years(bounds[1], today)
+    implausible = _implausible_birth(bounds, today, oldest, ctx.policy.plausible_age_max_years)
+    if implausible:
+        ev = Evidence(f"Date of birth {birth}: {implausible}", f"Patient/{(record.patient or {}).get('id', '')}", birth)
+        return FeatureValue("unknown", {"years": None, "years_min": None, "years_max": None, "birth_date": birth,
+                                        "implausible": implausible}, (ev,),
+                            f"Age unknown: the date of birth {birth} is implausible ({implausible}). "
+                            "Correct the date of birth in the record.")
     value = {"years": oldest if oldest == youngest else None, "years_min": youngest,
              "years_max": oldest, "birth_date": birth}
     ev = Evidence(f"Born {birth}: aged {youngest if oldest == youngest else f'{youngest}-{oldest}'} years",
@@ -61,11 +73,42 @@ def patient_age(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
     return FeatureValue("met", value, (ev,))
 
 
+@feature("patient_is_adult")
+def patient_is_adult(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
+    """True only when the patient is certainly at or above ``SitePolicy.child_age_limit_years``.
+
+    Decides whether a suggestion may carry a dose the sources give only for adults (the NZ
+    premedication doses are flat adult doses; clinical.md §1.6 cites no paediatric dose): an
+    unknown, partial or implausible age counts as a child (no dose), so this is never
+    ``unknown``. Value: True | False.
+    """
+    age = patient_age(record, ctx)
+    limit = ctx.policy.child_age_limit_years
+    youngest = (age.value or {}).get("years_min")
+    adult = isinstance(youngest, int) and youngest >= limit
+    return FeatureValue("met" if adult else "not_met", adult, age.evidence)
+
+
+def _implausible_birth(bounds: tuple[date, date], today: date, oldest: int, limit: int) -> str | None:
+    """Why a birth date cannot be a living patient's (SitePolicy.plausible_age_max_years), or None."""
+    if bounds[0] > today:
+        return "it is in the future"
+    if oldest > limit:
+        return f"an age of {oldest} years is above the plausible maximum of {limit}"
+    return None
+
+
+#: Units read for height (to cm) and weight (to kg): unit arithmetic only.
+_TO_CM = {"cm": 1.0, "m": 100.0, "mm": 0.1, "[in_i]": 2.54, "in": 2.54}
+_TO_KG = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237}
+
+
 def _latest(record: PatientRecord, ctx: FeatureContext, valueset: str, label: str, on: date,
-            problems: list[str], evidence: list[Evidence]) -> tuple[Any, date | None]:
+            problems: list[str], evidence: list[Evidence], *, report_missing: bool = True) -> tuple[Any, date | None]:
     found = observations(record, ctx, valueset)
     if not found:
-        problems.append(f"no {label} recorded")
+        if report_missing:
+            problems.append(f"no {label} recorded")
         return None, None
     when, obs = found[0]
     age = (on - when.date()).days
@@ -80,23 +123,98 @@ def _latest(record: PatientRecord, ctx: FeatureContext, valueset: str, label: st
     return obs, when.date()
 
 
+def _measure(obs: Any, label: str, units: dict[str, float], unit_name: str, policy_range: str,
+             problems: list[str], implausible: list[str]) -> float | None:
+    """The measurement in ``unit_name`` if it can be read and is physically possible, else
+    None with the reason in ``problems`` (SitePolicy plausible_*: fail visible)."""
+    q = quantity(obs.get("valueQuantity"))
+    factor = units.get(q[1].strip().lower()) if q else None
+    if q is None or factor is None:
+        shown = f"{fmt(q[0])} {q[1]}".rstrip() if q else "without a value"
+        problems.append(f"{label} {shown} cannot be read as {unit_name}")
+        return None
+    value = round(q[0] * factor, 4)
+    low, high = plausible_range(policy_range)
+    if not low <= value <= high:
+        implausible.append(f"{label} {fmt(q[0])} {q[1]}")
+        problems.append(f"{label} {fmt(q[0])} {q[1]} is implausible (outside {policy_range} {unit_name}): "
+                        "correct it in the record")
+        return None
+    return value
+
+
+def mosteller_m2(height_cm: float, weight_kg: float) -> float:
+    """BSA = sqrt(height cm × weight kg / 3600) (Mosteller RD, N Engl J Med 1987;317:1098),
+    to 0.01 m² (SitePolicy.bsa_formula = mosteller)."""
+    return round(math.sqrt(height_cm * weight_kg / 3600), 2)
+
+
 def body_measurements(record: PatientRecord, ctx: FeatureContext, on: date) -> tuple[dict[str, Any], list[Evidence]]:
-    """BSA (m²) and the dates of height, weight and BSA, with problems (module docstring)."""
-    problems: list[str] = []
+    """BSA (m²) and the dates of height, weight and BSA, with problems (module docstring).
+
+    ``bsa_status``: ``recorded`` (a usable BSA Observation), ``derived`` (no usable BSA,
+    height and weight under SitePolicy.bsa_formula), ``height-weight-only`` (no usable
+    BSA, current plausible height and weight, formula ``none``: the card says so, never
+    "missing"), ``unusable`` (anything else: ``problems`` says what).
+    """
+    policy = ctx.policy
     evidence: list[Evidence] = []
-    value: dict[str, Any] = {"bsa_m2": None, "max_age_days": ctx.policy.bsa_max_age_days}
-    for key, valueset, label in (("height", vs.BODY_HEIGHT, "height"), ("weight", vs.BODY_WEIGHT, "weight")):
-        _, day = _latest(record, ctx, valueset, label, on, problems, evidence)
+    limit = policy.bsa_max_age_days
+    value: dict[str, Any] = {"bsa_m2": None, "max_age_days": limit, "bsa_status": "unusable",
+                             "bsa_formula": policy.bsa_formula, "height_cm": None, "weight_kg": None}
+    size: dict[str, float | None] = {}
+    size_refs: list[str] = []
+    size_problems: list[str] = []
+    implausible: list[str] = []  # the data named in the card summary
+    for key, valueset, units, unit_name, allowed in (
+        ("height", vs.BODY_HEIGHT, _TO_CM, "cm", policy.plausible_height_cm),
+        ("weight", vs.BODY_WEIGHT, _TO_KG, "kg", policy.plausible_weight_kg),
+    ):
+        obs, day = _latest(record, ctx, valueset, key, on, size_problems, evidence)
         value[f"{key}_date"] = day.isoformat() if day else None
-    obs, day = _latest(record, ctx, vs.BODY_SURFACE_AREA, "body surface area", on, problems, evidence)
+        size[key] = None
+        if obs is not None:
+            size[key] = _measure(obs, key, units, unit_name, allowed, size_problems, implausible)
+            size_refs.append(reference_of(obs))
+        if day is not None and (on - day).days > limit:
+            size[key] = None
+    value["height_cm"], value["weight_kg"] = size["height"], size["weight"]
+    bsa_problems: list[str] = []
+    obs, day = _latest(record, ctx, vs.BODY_SURFACE_AREA, "body surface area", on, bsa_problems, evidence)
     value["bsa_date"] = day.isoformat() if day else None
     if obs is not None:
         q = quantity(obs.get("valueQuantity"))
-        if q is None or q[1].lower().replace(" ", "") not in _M2 or q[0] <= 0:
-            problems.append(f"body surface area {reference_of(obs)} is not a value in m²")
-        elif day is not None and (on - day).days <= ctx.policy.bsa_max_age_days:
-            value["bsa_m2"] = q[0]
-    value["problems"] = problems
+        low, high = plausible_range(policy.plausible_bsa_m2)
+        if q is None or q[1].lower().replace(" ", "") not in _M2:
+            bsa_problems.append(f"body surface area {reference_of(obs)} is not a value in m²")
+        elif not low <= q[0] <= high:
+            implausible.append(f"body surface area {fmt(q[0])} m²")
+            bsa_problems.append(f"body surface area {fmt(q[0])} m² is implausible (outside "
+                                f"{policy.plausible_bsa_m2} m²): correct it in the record")
+        elif day is not None and (on - day).days <= limit:
+            value["bsa_m2"], value["bsa_status"] = q[0], "recorded"
+            value["bsa_references"] = [reference_of(obs)]
+    value["implausible"] = implausible
+    if value["bsa_m2"] is not None and implausible:
+        # A recorded BSA beside an impossible height or weight was likely calculated from it.
+        value.update(bsa_m2=None, bsa_status="unusable")
+        bsa_problems.append("the body surface area is not used: it may have been calculated from the "
+                            "implausible height or weight")
+    fresh_size = size["height"] is not None and size["weight"] is not None
+    if value["bsa_m2"] is None and fresh_size:
+        shown = f"height {fmt(size['height'], 1)} cm and weight {fmt(size['weight'], 1)} kg"
+        if policy.bsa_formula == "mosteller":
+            bsa = mosteller_m2(size["height"], size["weight"])
+            value.update(bsa_m2=bsa, bsa_status="derived", bsa_references=size_refs)
+            evidence.append(Evidence(f"Body surface area {fmt(bsa)} m² calculated from {shown} "
+                                     "(Mosteller formula, site policy)", None, value["height_date"]))
+            bsa_problems = []
+        else:
+            value["bsa_status"] = "height-weight-only"
+            what = "not recorded" if obs is None else "not usable (" + "; ".join(bsa_problems) + ")"
+            bsa_problems = [f"body surface area is {what}, but {shown} are recorded: record the BSA (m²); "
+                            "decision support does not calculate BSA from height and weight (site policy)"]
+    value["problems"] = size_problems + bsa_problems
     return value, evidence
 
 
@@ -191,9 +309,21 @@ def bsa_dose(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
                 problems.append(f"{p.reference}: {why}")
             if not_in_cr is not None:
                 not_in_cr_mg_m2 = not_in_cr.mg_per_m2(p.cycle_number, p.day_of_cycle)
+        calculated = round(bsa * regimen_mg_m2, 2) if bsa and regimen_mg_m2 else None
+        deviation = (round((dose.mg / (bsa * regimen_mg_m2) - 1) * 100, 2)
+                     if calculated and dose.mg is not None else None)
+        gross = deviation is not None and abs(deviation) > ctx.policy.bsa_dose_critical_percent
+        safe_to_propose = gross and not p.date_assumed and not dose.problem
         doses.append({
             "order": p.reference,
             "date": p.day.isoformat(),
+            "calculated_mg": calculated,
+            "deviation_percent": deviation,
+            "ratio": round(dose.mg / (bsa * regimen_mg_m2), 2) if deviation is not None else None,
+            "gross": gross,
+            # The replacement dose is offered only for a gross error, and only when the
+            # regimen's mg/m² for this cycle/day/response and a usable BSA are both known.
+            "proposed_mg": calculated if safe_to_propose else None,
             "dose_mg": dose.mg,
             "stated_mg_m2": dose.mg_per_m2,
             "bsa_m2": bsa,
@@ -205,7 +335,9 @@ def bsa_dose(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
             "regimen": _short(regimen_url) if regimen_url else None,
             "not_in_cr_mg_m2": not_in_cr_mg_m2,
         })
-    value.update({"doses": doses, "tolerance_percent": ctx.policy.bsa_dose_tolerance_percent})
+    value.update({"doses": doses, "tolerance_percent": ctx.policy.bsa_dose_tolerance_percent,
+                  "critical_percent": ctx.policy.bsa_dose_critical_percent,
+                  "gross": [d for d in doses if d["gross"]]})
     # Problems are part of the value (the rule shows them); the doses that can be checked
     # still are, so the feature is known either way.
     note = ("BSA dose check incomplete: " + "; ".join(problems) + ".") if problems else None
@@ -228,4 +360,6 @@ def bsa_m2(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
     if bsa is None:
         why = "; ".join(p for p in value["problems"] if "surface" in p) or "no usable body surface area"
         return FeatureValue.unknown(f"BSA unknown: {why}. Record a current BSA (m²).", *shown)
+    if value["bsa_status"] == "derived":  # supportingInformation: the height and weight used
+        shown = tuple(e for e in evidence if e.reference in value["bsa_references"]) + shown
     return FeatureValue("met", bsa, shown)

@@ -53,6 +53,9 @@ def _child(record: PatientRecord, ctx: FeatureContext, ev: list[Evidence]) -> Fi
     ev.extend(age.evidence)
     limit = ctx.policy.child_age_limit_years
     if age.status != "met":
+        if (age.value or {}).get("implausible"):  # never "met" on an attestation alone
+            return ("unknown", f"The date of birth {age.value['birth_date']} is implausible "
+                               f"({age.value['implausible']}): correct it in the record.", True)
         return None
     years = age.value["years"]
     if years >= limit:

@@ -125,6 +125,9 @@ def read_x_uln(name: str, when: datetime, obs: Resource) -> Result | str:
     if q is None:
         return f"{_LABEL[name]} {reference_of(obs)} has no numeric value"
     value, unit = q
+    if value < 0:  # SitePolicy plausible_*: a negative result is physically impossible
+        return (f"{_LABEL[name]} {fmt(value)} {unit} on {when.date().isoformat()} is implausible "
+                "(a negative result): correct or repeat it")
     uln = x = problem = None
     highs = [r.get("high") for r in obs.get("referenceRange") or () if isinstance(r, dict) and r.get("high")]
     if not highs:
@@ -262,6 +265,12 @@ def blood_counts(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
             when, obs = pool[0]
             count = count_1e9_per_l(obs)
             unit = (obs.get("valueQuantity") or {}).get("unit") or (obs.get("valueQuantity") or {}).get("code")
+            if count is not None and count < 0:
+                why = (f"{_LABEL[name]} {fmt(count)} × 10⁹/L on {when.date().isoformat()} is implausible "
+                       "(a negative count): correct or repeat it")
+                value["problems"].append(why)
+                evidence.append(Evidence(why, reference_of(obs), when.date().isoformat()))
+                continue
             if count is None:
                 value["problems"].append(f"{_LABEL[name]} {reference_of(obs)}: value or unit {unit!r} cannot be read")
                 evidence.append(Evidence(f"{_LABEL[name]}: value or unit {unit!r} cannot be read",

@@ -13,7 +13,7 @@ treatment subsequent cycles should be given as per regimen for CR or CRi achieve
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from cds_service.features import _valuesets as vs
@@ -75,9 +75,9 @@ def form_date(qr: Resource | None) -> str | None:
     return when.date().isoformat() if when else None
 
 
-def _coded_remission(record: PatientRecord, ctx: FeatureContext, after: date) -> Resource | None:
-    """A CR recorded in code after ``after``: an Observation valued, or a Condition coded,
-    in CompleteRemission."""
+def _coded_remissions(record: PatientRecord, ctx: FeatureContext, after: date) -> list[tuple[datetime, Resource]]:
+    """Complete remissions recorded in code after ``after`` and up to now: an Observation
+    valued, or a Condition coded, in CompleteRemission."""
     found = []
     for obs, void, when_read in dated(record, ctx, "Observation"):
         when = moment(obs, when_read)
@@ -89,7 +89,31 @@ def _coded_remission(record: PatientRecord, ctx: FeatureContext, after: date) ->
         if when and after < when.date() <= ctx.now.date() and not is_void(cond) \
                 and in_valueset(record, ctx, vs.COMPLETE_REMISSION, cond.get("code")):
             found.append((when, cond))
-    return max(found, key=lambda t: t[0])[1] if found else None
+    return found
+
+
+def _form_responses(record: PatientRecord) -> tuple[list[tuple[date, str, Resource]], list[Resource]]:
+    """(completed INO2 forms that answer ``response-status``: (day, status, form)) and the
+    completed forms that leave it unanswered (not evidence: issue 10 c)."""
+    answered, unanswered = [], []
+    for qr in ino2_responses(record):
+        if qr.get("status") not in _COUNTS:
+            continue
+        raw = answers(qr).get("response-status")
+        status = _RESPONSES.get(str(raw).strip().lower()) if raw is not None else None
+        when = parse_datetime(qr.get("authored"))
+        if status and when:
+            answered.append((when.date(), status, qr))
+        else:
+            unanswered.append(qr)
+    return answered, unanswered
+
+
+def _concept_name(res: Resource) -> str:
+    concept = res.get("valueCodeableConcept") if res.get("resourceType") == "Observation" else res.get("code")
+    concept = concept or {}
+    return concept.get("text") or next((c.get("display") for c in concept.get("coding") or () if c.get("display")),
+                                       "complete remission")
 
 
 def _planned_hsct(record: PatientRecord, ctx: FeatureContext) -> list[Resource]:
@@ -120,45 +144,71 @@ def prior_hsct(record: PatientRecord, ctx: FeatureContext) -> list[Resource]:
 @feature("response_status")
 @memo
 def response_status(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
-    """Remission status (CR | CRi | not-in-CR) and MRD negativity.
+    """Remission status (CR | CRi | not-in-CR) and MRD negativity, from the latest answered evidence.
 
-    From the latest completed INO2 form (module docstring). A complete remission coded in
-    the record (Observation value or Condition in CompleteRemission) dated after the first
-    inotuzumab dose and after the form also counts as "CR or CRi" (judgement: a coded
-    remission before inotuzumab is not a response to it). Value: ``status``,
-    ``in_cr_cri``, ``mrd_negative`` (each None when not known), ``form_date``, ``source``.
-    Status ``unknown`` when the response is not known (MRD alone does not make it known).
+    Evidence (issue 10 c): every completed INO2 form that *answers* ``response-status``,
+    and every complete remission coded in the record (Observation value or Condition in
+    CompleteRemission) dated after the first inotuzumab dose (judgement: a coded remission
+    before inotuzumab is not a response to it). The latest by date wins, whichever kind it
+    is; a form that leaves the item unanswered is not evidence and hides nothing. A form
+    and a coded remission on the same day that disagree make the response unknown (fail
+    visible). MRD negativity comes from the latest completed form that answers it.
+    Value: ``status``, ``in_cr_cri``, ``mrd_negative`` (each None when not known),
+    ``form_date`` (latest completed form), ``source`` (what the response came from, as the
+    card names it), ``source_date``.
     """
     qr = latest_ino2_response(record)
-    given = answers(qr)
-    evidence = []
-    raw = given.get("response-status")
-    status = _RESPONSES.get(str(raw).strip().lower()) if raw is not None else None
-    source = f"INO2 form {form_date(qr)}" if status else None
-    mrd = given.get("mrd-negative") if isinstance(given.get("mrd-negative"), bool) else None
-    if qr is not None:
-        evidence.append(Evidence(f"INO2 form of {form_date(qr)}: response {status or 'not recorded'}, "
-                                 f"MRD negative {_yes_no(mrd)}", reference_of(qr), form_date(qr)))
+    answered, unanswered = _form_responses(record)
+    candidates: list[tuple[date, int, str, str, str | None]] = []  # (day, rank, status, source, reference)
+    for day, status, form in answered:
+        candidates.append((day, 0, status, f"the INO2 form of {day.isoformat()}", reference_of(form)))
     admins, _ = administrations(record, ctx, vs.INOTUZUMAB)
     if admins:
-        authored = parse_datetime(qr.get("authored")) if qr else None
-        after = max(d for d in (admins[0].day, authored.date() if authored else None) if d is not None)
-        coded = _coded_remission(record, ctx, after)
-        if coded is not None:
-            status, source = "CR/CRi", f"coded remission {reference_of(coded)}"
-            evidence.append(Evidence("Complete remission recorded", reference_of(coded)))
+        for when, res in _coded_remissions(record, ctx, admins[0].day):
+            kind = "observation" if res.get("resourceType") == "Observation" else "diagnosis"
+            candidates.append((when.date(), 1, "CR/CRi",
+                               f"a recorded remission ({kind} '{_concept_name(res)}' of {when.date().isoformat()})",
+                               reference_of(res)))
+    mrd = next((v for f in ino2_responses(record) if f.get("status") in _COUNTS
+                for v in (answers(f).get("mrd-negative"),) if isinstance(v, bool)), None)
+    evidence: list[Evidence] = []
+    status = source = source_date = None
+    conflict = None
+    if candidates:
+        latest_day = max(c[0] for c in candidates)
+        newest = [c for c in candidates if c[0] == latest_day]
+        in_cr = {c[2] != "not-in-CR" for c in newest}
+        if len(in_cr) > 1:
+            conflict = (f"the records of {latest_day.isoformat()} disagree ("
+                        + "; ".join(f"{c[2]} from {c[3]}" for c in newest) + ")")
+            evidence.extend(Evidence(f"Response {c[2]} from {c[3]}", c[4], c[0].isoformat()) for c in newest)
+        else:
+            day, _, status, source, ref = sorted(newest, key=lambda c: c[1])[0]
+            source_date = day.isoformat()
+            evidence.append(Evidence(f"Response to treatment {status}, from {source}", ref, source_date))
+    for form in unanswered:
+        when = form_date(form)
+        if when and (source_date is None or when > source_date):
+            evidence.append(Evidence(f"INO2 form of {when} does not record the response (not counted as evidence)",
+                                     reference_of(form), when))
+    if mrd is not None:
+        evidence.append(Evidence(f"MRD negative: {_yes_no(mrd)} (INO2 form)"))
     value = {
         "status": status,
         "in_cr_cri": None if status is None else status != "not-in-CR",
         "mrd_negative": mrd,
         "form_date": form_date(qr),
         "source": source,
+        "source_date": source_date,
     }
     if status is not None:
         return FeatureValue("met", value, tuple(evidence))
-    why = "no completed INO2 form" if qr is None else "the INO2 form does not record the response"
-    if unavailable(record, "QuestionnaireResponse"):
-        why = "the INO2 form could not be read"
+    if conflict:
+        why = conflict
+    else:
+        why = "no completed INO2 form" if qr is None else "no INO2 form or record states the response"
+        if unavailable(record, "QuestionnaireResponse"):
+            why = "the INO2 form could not be read"
     note = f"Response to treatment unknown: {why}. Record CR, CRi or not-in-CR on the INO2 form."
     return FeatureValue("unknown", value, tuple(evidence), note)
 

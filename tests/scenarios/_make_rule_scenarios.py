@@ -514,13 +514,25 @@ def build() -> None:  # noqa: PLR0915 - one scenario per statement reads best
     scenario("bsa-dose-5.1-percent-warns", "An ordered dose 5.1% above BSA x mg/m2 warns with the computed dose",
              Case(**d8, ino={"mg": 0.5255, "mg_m2": 0.5, "on": "today"}),
              cards=[card("bsa-dose", "warning", ["computed dose", "0.5 mg"])])
-    scenario("bsa-dose-schedule-dose-day-8-warns",
-             "No mg/m2 on the order: day 8 is 0.5 mg/m2, so 0.6 mg for 1.0 m2 warns",
-             Case(**d8, ino={"mg": 0.6, "on": "today"}), cards=[card("bsa-dose", "warning", ["0.5 mg/m²"])])
+    # Issue 10 a: beyond the site's gross-error band (bsa_dose_critical_percent, default
+    # 15%) the card is critical, states ordered/calculated/ratio and offers the calculated dose.
+    scenario("bsa-dose-15-percent-warns", "An ordered dose 15.0% above BSA x mg/m2 is still a warning (not gross)",
+             Case(**d8, ino={"mg": 0.575, "mg_m2": 0.5, "on": "today"}),
+             cards=[card("bsa-dose", "warning", ["computed dose", "0.5 mg"])])
+    scenario("bsa-dose-15.1-percent-critical",
+             "An ordered dose 15.1% above BSA x mg/m2 is a gross error: critical, with the calculated dose to sign",
+             Case(**d8, ino={"mg": 0.5755, "mg_m2": 0.5, "on": "today"}),
+             cards=[card("bsa-dose", "critical", ["0.5755 mg ordered", "1.15 × the calculated 0.5 mg"],
+                         ["Replace the drafted inotuzumab dose"])])
+    scenario("bsa-dose-schedule-dose-day-8-critical",
+             "No mg/m2 on the order: day 8 is 0.5 mg/m2, so 0.6 mg for 1.0 m2 (+20%) is a gross error",
+             Case(**d8, ino={"mg": 0.6, "on": "today"}),
+             cards=[card("bsa-dose", "critical", ["0.5 mg/m²", "1.2 ×"], ["Replace the drafted inotuzumab dose"])])
     scenario("bsa-dose-schedule-dose-day-8-no-card", "No mg/m2 on the order: 0.5 mg for 1.0 m2 on day 8 is right",
              Case(**d8, ino={"mg": 0.5, "on": "today"}), absent=["bsa-dose"])
     scenario("bsa-dose-bsa-missing-warns", "No recorded BSA: the dose cannot be checked (BSA is never guessed)",
-             Case(**d8, bsa=None), cards=[card("bsa-dose", "warning", ["no body surface area"])])
+             Case(**d8, bsa=None),
+             cards=[card("bsa-dose", "warning", ["BSA not recorded (height 110 cm and weight 32.7 kg are)"])])
     scenario("bsa-dose-bsa-7-days-old-no-card", "Measurements 7 days old are within the site limit",
              Case(**d8, bsa_day="now-7d", liver_day="now-1d"), absent=["bsa-dose"])
     scenario("bsa-dose-bsa-8-days-old-warns", "Measurements 8 days old are beyond the site limit: warning",
@@ -530,20 +542,22 @@ def build() -> None:  # noqa: PLR0915 - one scenario per statement reads best
     # The mg/m² a dose is checked against is the regimen's for that cycle and day (NZ entry:
     # cycle 1 and later cycles not in CR/CRi "0.8 mg/m²" day 1, "0.5 mg/m²" days 8 and 15;
     # clinical.md §1.5: later cycles in CR/CRi 0.5 mg/m² days 1, 8 and 15), never the order's own.
-    scenario("bsa-dose-day-8-stated-0.8-warns",
-             "Day 8 ordered as 0.8 mg/m2 x 1.0 m2 = 0.8 mg: the regimen's day-8 dose is 0.5 mg/m2, so it warns",
+    scenario("bsa-dose-day-8-stated-0.8-critical",
+             "Day 8 ordered as 0.8 mg/m2 x 1.0 m2 = 0.8 mg: the regimen's day-8 dose is 0.5 mg/m2, a gross error",
              Case(**d8, ino={"mg": 0.8, "mg_m2": 0.8, "on": "today"}),
-             cards=[card("bsa-dose", "warning", ["0.5 mg/m²", "states 0.8 mg/m²"])], absent=["remission-dosing"],
+             cards=[card("bsa-dose", "critical", ["0.5 mg/m²", "1.6 × the calculated 0.5 mg"],
+                         ["Replace the drafted inotuzumab dose"])], absent=["remission-dosing"],
              description="Safety fix: the order's own mg/m² agreed with its mg, which used to pass silently; "
                          "NZ cycle 1 day 8 is 0.5 mg/m2, so 0.8 mg for 1.0 m2 is 60% above it.")
     scenario("bsa-dose-cr-cycle-2-day-1-0.5-no-card",
              "In CR at cycle 2 day 1, 0.5 mg/m2 x 1.2 m2 = 0.6 mg is the CR/CRi regimen's dose: no bsa-dose card",
              Case(given=C1_DONE, response="CR", bsa=1.2, ino={"mg": 0.6, "mg_m2": 0.5, "on": "today"}),
              absent=["bsa-dose", "remission-dosing"])
-    scenario("bsa-dose-not-in-cr-cycle-2-day-1-0.5-warns",
-             "Not in CR at cycle 2 day 1, ordered 0.5 mg/m2 x 1.0 m2: the not-in-CR day-1 dose is 0.8 mg/m2, warning",
+    scenario("bsa-dose-not-in-cr-cycle-2-day-1-0.5-critical",
+             "Not in CR at cycle 2 day 1, ordered 0.5 mg/m2 x 1.0 m2: the not-in-CR day-1 dose is 0.8 mg/m2, critical",
              Case(given=C1_DONE, response="not-in-CR", ino={"mg": 0.5, "mg_m2": 0.5, "on": "today"}),
-             cards=[card("bsa-dose", "warning", ["0.8 mg/m²"])], absent=["remission-dosing"])
+             cards=[card("bsa-dose", "critical", ["0.8 mg/m²", "0.62 × the calculated 0.8 mg"],
+                         ["Replace the drafted inotuzumab dose"])], absent=["remission-dosing"])
     scenario("bsa-dose-day-10-moved-day-8-dose-no-card",
              "A day-8 dose moved to day 10 (+2 days) is checked as the day-8 dose: 0.5 mg/m2, no card",
              Case(given=[9], response="CR", ino={"mg": 0.5, "mg_m2": 0.5, "on": "today"}), absent=["bsa-dose"])

@@ -701,7 +701,9 @@ EXPECT: dict[str, dict[str, Any]] = {
         # remission-dosing: fires (warning): cycle 2 day 1 (49 days after cycle 1 day 1, past
         #   the 21-day cycle), the INO2 form says CR, and 1.31 mg / BSA 1.64 m2 = 0.799 mg/m2,
         #   within 5 % of 0.8.
-        # bsa-dose: fires (warning): in CR the day-1 dose is 0.5 mg/m2; 0.799 is 60 % above it.
+        # bsa-dose: fires (stat -> critical): in CR the day-1 dose is 0.5 mg/m2; 0.799 is 60 % above
+        #   it, beyond the 15 % gross-error band (issue 10 a): 1.31 mg = 1.6 x the calculated
+        #   1.64 m2 x 0.5 = 0.82 mg, with the calculated dose offered as a replacement.
         # hepatotoxicity-vod: fires (warning): prior HSCT (Procedure 234336002, completed).
         # Absent: ino2-eligibility (all met: dasatinib = second-generation TKI, Karnofsky 90
         #   >= 70, age 15), supportive-care (day 1 of cycle 2 but in CR), blood-counts (ANC 2.1,
@@ -710,7 +712,8 @@ EXPECT: dict[str, dict[str, Any]] = {
         "cards": [
             {"rule": "azole-antifungal", "indicator": "warning", "contains": ["fluconazole"]},
             {"rule": "remission-dosing", "indicator": "warning"},
-            {"rule": "bsa-dose", "indicator": "warning"},
+            {"rule": "bsa-dose", "indicator": "critical", "contains": ["1.31 mg ordered = 1.6 × the calculated 0.82 mg"],
+             "suggestions": ["Replace the drafted inotuzumab dose"]},
             {"rule": "hepatotoxicity-vod", "indicator": "warning"},
         ],
         "absent": ["ino2-eligibility", "supportive-care", "blood-counts", "treatment-break", "premedication",
@@ -772,7 +775,8 @@ EXPECT: dict[str, dict[str, Any]] = {
         #   monotherapy unmet (imatinib active); mdt-discussion unknown (not answered on the
         #   form); child met (17 < 18).
         # monotherapy: fires (warning): imatinib (BCR-ABL TKI) active with inotuzumab.
-        # bsa-dose: fires (warning): 1.8 mg / 1.79 m2 = 1.01 mg/m2, 26 % above 0.8.
+        # bsa-dose: fires (stat -> critical): 1.8 mg / 1.79 m2 = 1.01 mg/m2, 26 % above 0.8,
+        #   beyond the 15 % gross-error band: 1.26 x the calculated 1.43 mg, replacement offered.
         # premedication: fires (routine -> info): paracetamol and dexamethasone not drafted;
         #   suggestions to order them (loratadine is drafted, so not suggested).
         # supportive-care: fires (info): cycle 1 day 1.
@@ -783,7 +787,8 @@ EXPECT: dict[str, dict[str, Any]] = {
              "criteria": {"ph-status-tki": "unmet", "performance-status": "unmet", "monotherapy": "unmet",
                           "mdt-discussion": "unknown"}},
             {"rule": "monotherapy", "indicator": "warning", "contains": ["imatinib"]},
-            {"rule": "bsa-dose", "indicator": "warning"},
+            {"rule": "bsa-dose", "indicator": "critical", "contains": ["1.8 mg ordered = 1.26 × the calculated 1.43 mg"],
+             "suggestions": ["Replace the drafted inotuzumab dose"]},
             {"rule": "premedication", "indicator": "info", "suggestions": ["paracetamol", "dexamethasone"]},
             {"rule": "supportive-care", "indicator": "info"},
         ],
