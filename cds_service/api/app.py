@@ -52,6 +52,7 @@ from cds_service.api.health import healthz, readyz
 from cds_service.api.hooks import call_service
 from cds_service.api.metrics import Metrics, metrics_endpoint
 from cds_service.api.security import Authenticator, AuthError, check_startup, endpoint_urls
+from cds_service.api.sources import source_page, sources_index
 from cds_service.errors import MalformedRequest, PrefetchUnavailable
 from cds_service.settings import Settings, SettingsError, load_settings, mask_url
 from cds_service.store import AuditStore, InvocationRecord
@@ -178,6 +179,8 @@ def create_app(
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/readyz", readyz, methods=["GET"])
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
+    app.add_api_route("/sources", sources_index, methods=["GET"])
+    app.add_api_route("/sources/{page}", source_page, methods=["GET"])
     _install_handlers(app, state)
     app.add_middleware(_RequestContext, state=state)
     app.add_middleware(_Cors, origins=settings.cors_origins)

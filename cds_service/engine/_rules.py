@@ -34,8 +34,10 @@ from cds_service.engine._plan import (
     SuggestionRule,
     Template,
     named_events,
+    override_codes,
     plan_hooks,
     rule_code,
+    source_statements,
 )
 from cds_service.engine.apply import needs_bsa
 from cds_service.engine.conditions import CompiledExpression, compile_expression, conjuncts
@@ -169,6 +171,7 @@ class _Compiler:
             documentation=tuple(action.get("documentation") or ()),
             action_id=action.get("id"),
             code_display=display,
+            override_codes=override_codes(action),
         )
 
     def rule(self, action: Mapping[str, Any], code: str, display: str | None) -> Rule | None:
@@ -240,6 +243,8 @@ class _Compiler:
             hooks=frozenset(named_events(action)),
             features=tuple(features),
             variables=frozenset(variables),
+            override_codes=override_codes(action),
+            statements=source_statements(action),
         )
 
     def suggestion(self, child: Mapping[str, Any], parent: Mapping[str, Any]) -> SuggestionRule | None:

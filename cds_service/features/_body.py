@@ -93,7 +93,7 @@ def body_measurements(record: PatientRecord, ctx: FeatureContext, on: date) -> t
     if obs is not None:
         q = quantity(obs.get("valueQuantity"))
         if q is None or q[1].lower().replace(" ", "") not in _M2 or q[0] <= 0:
-            problems.append(f"body surface area {reference_of(obs)} is not a value in m²")
+            problems.append(f"the body surface area of {day} is not a value in m²")
         elif day is not None and (on - day).days <= ctx.policy.bsa_max_age_days:
             value["bsa_m2"] = q[0]
     value["problems"] = problems
@@ -102,6 +102,11 @@ def body_measurements(record: PatientRecord, ctx: FeatureContext, on: date) -> t
 
 def _short(url: str) -> str:
     return url.rsplit("/", 1)[-1]
+
+
+def _regimen_name(url: str) -> str:
+    """A regimen as a card names it (never its id): whom it is for."""
+    return "for patients in CR/CRi" if url.rstrip("/").endswith("CrCri") else "for patients not in CR/CRi"
 
 
 def _dose_days(schedule: RegimenSchedule, number: int) -> str:
@@ -135,7 +140,7 @@ def regimen_dose(ctx: FeatureContext, p: Placement, in_cr_cri: bool | None) -> t
     values = {s.mg_per_m2(number, day) for s in schedules}
     if None in values:
         off = next(s for s in schedules if s.mg_per_m2(number, day) is None)
-        return None, None, (f"day {day} of cycle {number} is not a dose day of the regimen {_short(off.url)} "
+        return None, None, (f"day {day} of cycle {number} is not a dose day of the regimen {_regimen_name(off.url)} "
                             f"(inotuzumab on days {_dose_days(off, number)}), so the mg/m² for it is "
                             "unknown: check the date of the dose")
     if len(values) > 1:
@@ -179,16 +184,16 @@ def bsa_dose(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
     for p in c.selected:
         dose = drafts[p.reference].dose
         if dose.problem:
-            problems.append(f"{p.reference}: {dose.problem}")
+            problems.append(f"the dose on {p.day.isoformat()}: {dose.problem}")
         known_cycle = c.problem is None
         regimen_mg_m2 = regimen_url = not_in_cr_mg_m2 = None
         if not known_cycle:
-            problems.append(f"{p.reference}: the mg/m² for that day is unknown (the cycle cannot be placed: "
+            problems.append(f"the dose on {p.day.isoformat()}: the mg/m² for that day is unknown (the cycle cannot be placed: "
                             f"{c.problem})")
         else:
             regimen_mg_m2, regimen_url, why = regimen_dose(ctx, p, in_cr_cri)
             if why:
-                problems.append(f"{p.reference}: {why}")
+                problems.append(f"the dose on {p.day.isoformat()}: {why}")
             if not_in_cr is not None:
                 not_in_cr_mg_m2 = not_in_cr.mg_per_m2(p.cycle_number, p.day_of_cycle)
         doses.append({
@@ -203,6 +208,7 @@ def bsa_dose(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
             "in_cr_cri": in_cr_cri,
             "regimen_mg_m2": regimen_mg_m2,
             "regimen": _short(regimen_url) if regimen_url else None,
+            "regimen_name": _regimen_name(regimen_url) if regimen_url else None,
             "not_in_cr_mg_m2": not_in_cr_mg_m2,
         })
     value.update({"doses": doses, "tolerance_percent": ctx.policy.bsa_dose_tolerance_percent})

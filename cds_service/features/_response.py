@@ -137,7 +137,8 @@ def response_status(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
     source = f"INO2 form {form_date(qr)}" if status else None
     mrd = given.get("mrd-negative") if isinstance(given.get("mrd-negative"), bool) else None
     if qr is not None:
-        evidence.append(Evidence(f"INO2 form of {form_date(qr)}: response {status or 'not recorded'}, "
+        shown = {"not-in-CR": "not in CR/CRi"}.get(status or "", status)  # a card shows words, not the code
+        evidence.append(Evidence(f"INO2 form of {form_date(qr)}: response {shown or 'not recorded'}, "
                                  f"MRD negative {_yes_no(mrd)}", reference_of(qr), form_date(qr)))
     admins, _ = administrations(record, ctx, vs.INOTUZUMAB)
     if admins:
@@ -159,7 +160,7 @@ def response_status(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
     why = "no completed INO2 form" if qr is None else "the INO2 form does not record the response"
     if unavailable(record, "QuestionnaireResponse"):
         why = "the INO2 form could not be read"
-    note = f"Response to treatment unknown: {why}. Record CR, CRi or not-in-CR on the INO2 form."
+    note = f"Response to treatment unknown: {why}. Record the response (CR, CRi, or not in CR/CRi) on the INO2 form."
     return FeatureValue("unknown", value, tuple(evidence), note)
 
 

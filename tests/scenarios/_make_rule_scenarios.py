@@ -489,7 +489,7 @@ def build() -> None:  # noqa: PLR0915 - one scenario per statement reads best
     scenario("remission-dosing-cr-day1-0.8-warns",
              "In CR at cycle 2 day 1 but ordered 0.8 mg/m2 (not-in-CR schedule): warning pointing to the CR/CRi regimen",
              Case(given=C1_DONE, response="CR", ino={"mg": 0.8, "mg_m2": 0.8, "on": "today"}),
-             cards=[card("remission-dosing", "warning", ["InotuzumabPaedRrBallCrCri"])])
+             cards=[card("remission-dosing", "warning", ["regimen for CR/CRi achieved", "0.5 mg/m²"])])
     scenario("remission-dosing-cr-day1-0.5-no-card", "In CR at cycle 2 day 1 with 0.5 mg/m2: no remission-dosing card",
              Case(**quiet), absent=["remission-dosing"])
     scenario("remission-dosing-not-in-cr-0.8-no-card", "Not in CR at cycle 2 day 1 with 0.8 mg/m2 is the right schedule",
