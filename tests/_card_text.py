@@ -32,7 +32,7 @@ PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("exception text", re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception)\b|Traceback")),
     ("FHIRPath or a condition path", re.compile(r"%features|condition\[\d|dynamicValue|action\.(?:title|description)")),
     ("a code span", re.compile(r"`")),
-    ("a feature name", re.compile(r"\b(?:" + "|".join(map(re.escape, _FEATURES)) + r")\b")),
+    ("a feature name", re.compile(r"\b(?:" + "|".join(re.escape(f).replace("_", r"\\?_") for f in _FEATURES) + r")\b")),
     ("a code used as a label", re.compile(r"(?<![\w-])(?:" + "|".join(map(re.escape, _CODES)) + r")(?![\w-])")),
     ("an artifact id", re.compile(r"\b(?:" + "|".join(map(re.escape, ARTIFACT_IDS)) + r")\b")),
 ]

@@ -127,6 +127,7 @@ async def _replay(
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE", help="Write an HTML report (cards as an EHR shows them, expectation diffs).")
 @click.option("--now", "now_text", metavar="ISO", help="Evaluation time for scenarios without their own `now` (default: the current time). Relative dates resolve against it.")
 @click.option("--serve-fhir", is_flag=True, help="Serve ONE scenario as a read-only FHIR R4 endpoint on 127.0.0.1 (for the CDS Hooks sandbox or the service's fhirServer fallback) until Ctrl-C.")
+@click.option("--stats", "show_stats", is_flag=True, help="Also report the alert burden: cards per hook call by indicator over the scenarios given.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default="any free port", help="Port for --serve-fhir.")
 def replay(
     paths: tuple[str, ...],
@@ -139,6 +140,7 @@ def replay(
     html: Path | None,
     now_text: str | None,
     serve_fhir: bool,
+    show_stats: bool,
     port: int,
 ) -> None:
     """Replay scenario files or folders of FHIR bundles (PATH...) as CDS Hooks calls.
@@ -168,11 +170,13 @@ def replay(
     else:
         results = asyncio.run(_replay(scenarios, now, url, signer, None))
     if as_json:
-        click.echo(report.as_json(results))
+        click.echo(report.as_json(results, with_stats=show_stats))
     else:
         for result in results:
-            report.print_result(console, result)
+            report.print_result(console, result, show_cards=not show_stats)
         report.print_summary(console, results)
+        if show_stats:
+            report.print_stats(console, results)
     if junit:
         report.write_junit(junit, results)
     if html:

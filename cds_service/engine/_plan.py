@@ -65,6 +65,8 @@ class Rule:
     override_codes: tuple[str, ...] = ()
     #: (document, quote) of each source-statement extension, in order: the card links the first
     statements: tuple[tuple[str, str], ...] = ()
+    #: rule codes whose card this rule's card makes redundant (extension card-supersedes)
+    supersedes: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -154,6 +156,18 @@ def override_codes(action: Mapping[str, Any]) -> tuple[str, ...]:
         str((e.get("valueCoding") or {}).get("code"))
         for e in action.get("extension") or ()
         if e.get("url") == EXT_OVERRIDE_REASON and (e.get("valueCoding") or {}).get("code")
+    )
+
+
+#: Extension on a rule action naming a rule (valueCode, CodeSystem sact-cds-rule) whose card
+#: says nothing more when this action's card is shown: one card per problem.
+EXT_SUPERSEDES = "https://sact-cds.org/fhir/StructureDefinition/card-supersedes"
+
+
+def supersedes(action: Mapping[str, Any]) -> tuple[str, ...]:
+    """The rule codes an action's card supersedes."""
+    return tuple(
+        str(e["valueCode"]) for e in action.get("extension") or () if e.get("url") == EXT_SUPERSEDES and e.get("valueCode")
     )
 
 

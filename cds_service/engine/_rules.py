@@ -38,6 +38,7 @@ from cds_service.engine._plan import (
     plan_hooks,
     rule_code,
     source_statements,
+    supersedes,
 )
 from cds_service.engine.apply import needs_bsa
 from cds_service.engine.conditions import CompiledExpression, compile_expression, conjuncts
@@ -245,6 +246,7 @@ class _Compiler:
             variables=frozenset(variables),
             override_codes=override_codes(action),
             statements=source_statements(action),
+            supersedes=supersedes(action),
         )
 
     def suggestion(self, child: Mapping[str, Any], parent: Mapping[str, Any]) -> SuggestionRule | None:

@@ -180,6 +180,7 @@ class Engine:
                 ", ".join(sorted({n.kind for n in record.notes})),
             )
             notes.extend(n.message for n in record.notes)
+        shown = _one_per_problem(shown)
         if missed or record.notes:
             shown.append(self._unavailable(plan, rules, missed, values, record))
         out = _finish(shown)
@@ -298,6 +299,8 @@ class Engine:
             tuple(cards.evidence_lines(values, rule.features, lines)),
             (("Suggestions not offered", tuple(built.missing)), ("Not shown on this card", tuple(failed))),
             weight=len(rule.features),
+            code=rule.code,
+            supersedes=rule.supersedes,
         )
 
     def _reasons(self, codes: tuple[str, ...]) -> tuple[dict[str, str], ...]:
@@ -412,6 +415,8 @@ class _Shown:
     sections: tuple[tuple[str, tuple[str, ...]], ...]
     evidence_last: bool = False  # the data-unavailable card: what was not checked comes first
     weight: int = 0  # how many facts the card reads: the fewest owns a shared datum
+    code: str = ""  # the rule code
+    supersedes: tuple[str, ...] = ()  # rule codes whose card this one makes redundant
 
 
 @dataclass(frozen=True)
@@ -422,6 +427,20 @@ class _Missed:
     rule: Rule
     unknown: tuple[str, ...]
     error: bool
+
+
+def _one_per_problem(shown: list[_Shown]) -> list[_Shown]:
+    """Drop a card another card declares it supersedes (``card-supersedes``: the same
+    problem told twice), but never a more urgent card than the one that supersedes it."""
+    rank = cards.SEVERITY_RANK
+    drop = set()
+    for s in shown:
+        for other in shown:
+            if other is not s and other.code in s.supersedes and rank.get(other.card["indicator"], 9) >= rank.get(
+                s.card["indicator"], 9
+            ):
+                drop.add(id(other))
+    return [s for s in shown if id(s) not in drop]
 
 
 def _finish(shown: list[_Shown]) -> list[dict[str, Any]]:
