@@ -30,6 +30,10 @@ from cds_service.replay.scenario import (
     load_scenario,
 )
 
+#: The sandbox screen that fires each hook (cds-hooks/sandbox src/reducers/hook-reducers.js):
+#: without ``screen`` the link opens the patient view and no order hook fires.
+SANDBOX_SCREENS = {"order-select": "rx-view", "order-sign": "rx-sign", "patient-view": "patient-view"}
+
 
 class UsageProblem(click.ClickException):
     """A usage error or an invalid scenario: exit status 2."""
@@ -206,6 +210,7 @@ def _serve(scenario: Scenario, now: datetime, port: int, url: str | None, signer
             "CDS Hooks sandbox: https://sandbox.cds-hooks.org/?"
             f"fhirServiceUrl={quote(server.url, safe='')}&patientId={quote(patient, safe='')}"
             f"&serviceDiscoveryURL={quote(discovery, safe='')}&hook={scenario.hook}"
+            f"&screen={SANDBOX_SCREENS.get(scenario.hook, 'patient-view')}"
         )
         click.echo("Fallback path (hook call without prefetch, fhirServer = the endpoint above):")
         result = asyncio.run(_fallback(scenario, now, url, signer, server.url))

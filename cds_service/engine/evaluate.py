@@ -446,14 +446,15 @@ def _one_per_problem(shown: list[_Shown]) -> list[_Shown]:
 def _finish(shown: list[_Shown]) -> list[dict[str, Any]]:
     """Cards in severity order (critical, warning, info; then rule order), each detail
     written with the patient data it owns; a datum on several cards is shown once, on the
-    most specific card (the one reading the fewest facts; the data-unavailable card first),
-    and the others refer to that card by its summary."""
+    most urgent card that reads it (among cards as urgent, the one reading the fewest facts:
+    the most specific; the data-unavailable card first), and the others refer to that card
+    by its summary."""
     shown.sort(key=lambda s: (cards.SEVERITY_RANK.get(s.card["indicator"], 9), s.order))
     owner: dict[str, _Shown] = {}
-    for s in shown:
+    for s in shown:  # most urgent first; among equals, the card reading the fewest facts
         for line in s.evidence:
             best = owner.get(line)
-            if best is None or s.weight < best.weight:
+            if best is None or (best.card["indicator"] == s.card["indicator"] and s.weight < best.weight):
                 owner[line] = s
     out = []
     for s in shown:

@@ -373,7 +373,7 @@ def build() -> None:  # noqa: PLR0915 - one scenario per statement reads best
                                    "code": {"coding": [{"system": SNOMED, "code": "58390007",
                                                         "display": "Allogeneic bone marrow transplantation"}]},
                                    "subject": {"reference": f"Patient/{PT}"}, "performedDateTime": "now-600d"}]),
-             cards=[card("hepatotoxicity-vod", "warning", ["stem cell transplant", "two alkylating agents"])])
+             cards=[card("hepatotoxicity-vod", "warning", ["stem cell transplant", "previous HSCT"])])
     scenario("hepatotoxicity-prior-vod-critical", "Previous hepatic VOD is critical (EU contraindication)",
              Case(**quiet, extra=[condition("vod", "Hepatic veno-occlusive disease", clinical="resolved",
                                             onset="today-600d")]),
@@ -387,7 +387,7 @@ def build() -> None:  # noqa: PLR0915 - one scenario per statement reads best
              cards=[card("hepatotoxicity-vod", "warning", ["2 cycles", "two alkylating agents"])])
     scenario("hepatotoxicity-bilirubin-at-uln-warns", "Total bilirubin exactly at the ULN is a risk factor: warning",
              Case(**quiet, liver={"bilirubin": (21, 21, "umol/L")}),
-             cards=[card("hepatotoxicity-vod", "warning", ["at or above the ULN"])])
+             cards=[card("hepatotoxicity-vod", "warning", ["bilirubin 1 × ULN"])])
     scenario("hepatotoxicity-bilirubin-below-uln-no-card", "Total bilirubin just below the ULN is no risk factor",
              Case(**quiet, liver={"bilirubin": (20.9, 21, "umol/L")}), absent=["hepatotoxicity-vod"])
     scenario("hepatotoxicity-cycle-3-warns", "A third cycle is a VOD risk factor (risk rises with cycles)",
