@@ -308,6 +308,9 @@ def test_each_card_links_the_quoted_passage_on_the_served_page(
             path, anchor = url.split("/", 3)[3].split("#")
             page = client.get("/" + path).text
             assert f'id="{anchor}"' in page
+            label = card["source"]["label"]
+            expected = "ino2" if "INO2" in label else "nz-regimen" if "NZ" in label else "clinical-reference"
+            assert path == f"sources/{expected}", (label, url)  # the link opens the document the label names
             linked += 1
     assert linked > 50
 

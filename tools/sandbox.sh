@@ -82,7 +82,10 @@ PY
     fhir=$!
     wait_for "http://127.0.0.1:$FHIR_PORT/metadata"
     # the link the command prints, pointed at the loopback sandbox instead of the public one
-    link="$(grep -m1 '^CDS Hooks sandbox: ' "$WORK/fhir-$hook.log" | sed 's/^CDS Hooks sandbox: //; s#https://sandbox.cds-hooks.org/#http://127.0.0.1:'"$SANDBOX_PORT"'/#')"
+    local_sandbox="http://127.0.0.1:$SANDBOX_PORT/"
+    link="$(grep -m1 '^CDS Hooks sandbox: ' "$WORK/fhir-$hook.log")"
+    link="${link#CDS Hooks sandbox: }"
+    link="${link/https:\/\/sandbox.cds-hooks.org\//$local_sandbox}"
     echo "$hook: $link"
     NODE_PATH="$WORK/node/node_modules" node "$HERE/tools/sandbox-shot.js" "$CHROMIUM" "$link" "$WORK/$hook.png" "$hook" "$WORK/drafts-$hook.json"
     kill "$fhir" 2>/dev/null || true; wait "$fhir" 2>/dev/null || true

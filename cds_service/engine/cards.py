@@ -34,7 +34,7 @@ from typing import Any
 
 from cds_service.errors import KnowledgeError
 from cds_service.features import FeatureValue
-from cds_service.knowledge._sources import PAGES_PATH, passage_link
+from cds_service.knowledge._sources import PAGES_PATH, citation_link, passage_link
 from cds_service.knowledge.terms import (
     CARD_EXT_EVIDENCE,
     CARD_EXT_KNOWLEDGE_VERSION,
@@ -106,8 +106,14 @@ def plain_note(note: str | None) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def passage(statements: tuple[tuple[str, str], ...]) -> str | None:
-    """The served page and line of the first quoted passage that can be found."""
+def passage(statements: tuple[tuple[str, str], ...], citation: str | None = None) -> str | None:
+    """The served page and line of the passage a card cites: its documentation's
+    ``citation`` (the passage its source label names), else the first quoted
+    ``source-statement`` that can be found."""
+    if citation:
+        link = citation_link(citation)
+        if link:
+            return link
     for document, quote in statements:
         link = passage_link(document, quote)
         if link:
@@ -172,7 +178,7 @@ def source(
     doc = documentation[0] if documentation else {}
     label = doc.get("label") or doc.get("display") or DEFAULT_SOURCE_LABEL
     # never the project's canonical URLs: a clinician cannot read them
-    url = passage(statements) or doc.get("url")
+    url = passage(statements, doc.get("citation") if isinstance(doc.get("citation"), str) else None) or doc.get("url")
     topic = {"system": RULE_SYSTEM, "code": code}
     if code_display:
         topic["display"] = code_display

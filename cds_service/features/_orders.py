@@ -14,7 +14,7 @@ from datetime import date
 from cds_service.features import _valuesets as vs
 from cds_service.features._medications import Dose, drafted, is_selected, order_dose, planned_date
 from cds_service.features._memo import memo
-from cds_service.features._read import fmt, parse_date
+from cds_service.features._read import fmt
 from cds_service.features._registry import Evidence, FeatureContext, FeatureValue, feature
 from cds_service.record import PatientRecord, Resource, reference_of
 
@@ -44,7 +44,7 @@ class DraftDose:
         dose = f"{fmt(self.dose.mg, 4)} mg" if self.dose.mg is not None else "no dose in mg"
         if self.dose.mg_per_m2 is not None:
             dose += f" ({fmt(self.dose.mg_per_m2, 4)} mg/m²)"
-        when = f"{self.day.isoformat()}" + (" (the order gives no planned day: this date is assumed)" if self.date_assumed else "")
+        when = f"{self.day.isoformat()}" + (" (the order gives no planned day: today is assumed)" if self.date_assumed else "")
         return f"Inotuzumab ozogamicin {dose} drafted for {when}"
 
 
@@ -54,13 +54,11 @@ def ino_draft_doses(record: PatientRecord, ctx: FeatureContext) -> tuple[DraftDo
     out = []
     for order in drafted(record, ctx, vs.INOTUZUMAB):
         day = planned_date(order)
-        # no planned day: the day the order was written (README "Data the service reads"), else today
-        written = parse_date(order.get("authoredOn")) if isinstance(order.get("authoredOn"), str) else None
         out.append(
             DraftDose(
                 order=order,
                 reference=reference_of(order),
-                day=day or written or ctx.now.date(),
+                day=day or ctx.now.date(),
                 date_assumed=day is None,
                 dose=order_dose(order),
                 selected=is_selected(record, order),

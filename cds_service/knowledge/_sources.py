@@ -58,19 +58,39 @@ def _lines(page: str) -> tuple[str, ...]:
     return tuple(text.splitlines())
 
 
-def passage_link(document: str, quote: str) -> str | None:
-    """``sources/<page>#L<n>`` for the first line that holds ``quote`` (whitespace
-    normalised), or None when the document or the quote is not found."""
-    page = _BY_DOCUMENT.get(document)
-    if page is None:
-        return None
-    want = " ".join(quote.replace("\u00a0", " ").split())
+def _normal(text: str) -> str:
+    return " ".join(text.replace("\u00a0", " ").split())
+
+
+def _line_of(page: SourcePage, quote: str) -> int | None:
+    want = _normal(quote)
     if not want:
         return None
     for number, line in enumerate(_lines(page.page), 1):
-        if want in " ".join(line.replace("\u00a0", " ").split()):
+        if want in _normal(line):
+            return number
+    return None
+
+
+def passage_link(document: str, quote: str) -> str | None:
+    """``sources/<page>#L<n>`` for the first line of ``document`` that holds ``quote``
+    (whitespace normalised); the page without an anchor if the quote is not found; None
+    for a document that is not served."""
+    page = _BY_DOCUMENT.get(document)
+    if page is None or not _normal(quote):
+        return None
+    number = _line_of(page, quote)
+    return f"{PAGES_PATH}/{page.page}" + (f"#L{number}" if number else "")
+
+
+def citation_link(citation: str) -> str | None:
+    """``sources/<page>#L<n>`` of the first served page with a line holding ``citation``
+    (a card's documentation citation names no document), else None."""
+    for page in PAGES:
+        number = _line_of(page, citation)
+        if number:
             return f"{PAGES_PATH}/{page.page}#L{number}"
-    return f"{PAGES_PATH}/{page.page}"
+    return None
 
 
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
