@@ -364,3 +364,19 @@ def test_replay_stats_reports_the_burden_as_json() -> None:
     doc = json.loads(result.output[result.output.index("{"):])
     (row,) = doc["stats"]
     assert (row["hook"], row["calls"], row["cards"], row["critical"], row["info"]) == ("order-sign", 2, 3, 0.5, 0.5)
+
+
+# ---------------------------------------------------------------- 7. the reference sandbox
+
+
+@pytest.mark.parametrize(("hook", "screen"), [("order-select", "rx-view"), ("order-sign", "rx-sign")])
+def test_the_printed_sandbox_link_opens_the_screen_that_fires_the_hook(hook: str, screen: str) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from cds_service.commands.replay import sandbox_link
+
+    link = sandbox_link("http://127.0.0.1:8765", "wr-1", "http://127.0.0.1:8080/cds-services", hook)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
+    # the five parameters the sandbox reads (cds-hooks/sandbox src/components/MainView/main-view.jsx)
+    assert query == {"fhirServiceUrl": "http://127.0.0.1:8765", "patientId": "wr-1",
+                     "serviceDiscoveryURL": "http://127.0.0.1:8080/cds-services", "hook": hook, "screen": screen}

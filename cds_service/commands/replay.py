@@ -35,6 +35,19 @@ from cds_service.replay.scenario import (
 SANDBOX_SCREENS = {"order-select": "rx-view", "order-sign": "rx-sign", "patient-view": "patient-view"}
 
 
+def sandbox_link(fhir_url: str, patient: str, discovery: str, hook: str,
+                 sandbox: str = "https://sandbox.cds-hooks.org/") -> str:
+    """The sandbox URL that opens ``patient`` on ``fhir_url`` with this service, on the
+    screen that fires ``hook`` (the sandbox reads these five query parameters)."""
+    from urllib.parse import quote
+
+    return (
+        f"{sandbox}?fhirServiceUrl={quote(fhir_url, safe='')}&patientId={quote(patient, safe='')}"
+        f"&serviceDiscoveryURL={quote(discovery, safe='')}&hook={hook}"
+        f"&screen={SANDBOX_SCREENS.get(hook, 'patient-view')}"
+    )
+
+
 class UsageProblem(click.ClickException):
     """A usage error or an invalid scenario: exit status 2."""
 
@@ -190,7 +203,6 @@ def replay(
 
 
 def _serve(scenario: Scenario, now: datetime, port: int, url: str | None, signer: run.JwtSigner | None) -> None:
-    from urllib.parse import quote
 
     from cds_service.replay import fhir_server
 
@@ -206,12 +218,7 @@ def _serve(scenario: Scenario, now: datetime, port: int, url: str | None, signer
         console = Console(highlight=False)
         click.echo(f"FHIR R4 endpoint (read-only, loopback): {server.url}")
         click.echo(f"patientId: {patient}   hook: {scenario.hook}   dates resolved at {dates.format_datetime(resolved.now)}")
-        click.echo(
-            "CDS Hooks sandbox: https://sandbox.cds-hooks.org/?"
-            f"fhirServiceUrl={quote(server.url, safe='')}&patientId={quote(patient, safe='')}"
-            f"&serviceDiscoveryURL={quote(discovery, safe='')}&hook={scenario.hook}"
-            f"&screen={SANDBOX_SCREENS.get(scenario.hook, 'patient-view')}"
-        )
+        click.echo(f"CDS Hooks sandbox: {sandbox_link(server.url, patient, discovery, scenario.hook)}")
         click.echo("Fallback path (hook call without prefetch, fhirServer = the endpoint above):")
         result = asyncio.run(_fallback(scenario, now, url, signer, server.url))
         report.print_result(console, result)

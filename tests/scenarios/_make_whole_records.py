@@ -21,6 +21,7 @@ never copied from the tool's output.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -426,10 +427,7 @@ def ph_negative_first_cycle() -> tuple[dict[str, Any], Record]:
     bsa = r.measured(-1, 128.0, 26.0)  # 0.96 m2
     r.performance(-3, ecog=1)
     r.attestation(-2, answers={}, response="not-in-CR", mrd_negative=False, hsct_planned=True)
-    r.draft("draft-ino-c1d1", "inotuzumab ozogamicin", on=0, dose=round(0.8 * bsa, 2), unit="mg", route="IV",
-            text=f"Inotuzumab ozogamicin 0.8 mg/m2 ({round(0.8 * bsa, 2)} mg) IV over 1 hour, cycle 1 day 1",
-            authored_hours_ago=1)
-    r.premedication_drafts(0)
+    _signed_today(r, "draft-ino-c1d1", bsa, 0.8, "cycle 1 day 1")
     header = {
         "title": "Whole record: Ph-negative child refractory to blinatumomab, cycle 1 day 1 fully premedicated",
         "description": "Realistic record (~3 years): frontline chemotherapy by name, relapse, two blinatumomab cycles, "
@@ -704,40 +702,42 @@ def _clean_child(key: str, seed: int) -> tuple[Record, float]:
     return r, bsa
 
 
-def clean_cycle1_day1_sign() -> tuple[dict[str, Any], Record]:
-    """The clean child: cycle 1 day 1 signed at 0.8 mg/m2 with full premedication."""
-    r, bsa = _clean_child("wr-clean-c1d1", 707)
-    r.panel(-1, bilirubin=6.0, alt=22.0, ast=30.0, alp=210.0, anc=1.9, plt=140.0)
-    r.draft("draft-ino-c1d1", "inotuzumab ozogamicin", on=0, dose=round(0.8 * bsa, 2), unit="mg", route="IV",
-            text=f"Inotuzumab ozogamicin 0.8 mg/m2 ({round(0.8 * bsa, 2)} mg) IV over 1 hour, cycle 1 day 1",
-            authored_hours_ago=1)
+def _signed_today(r: Record, key: str, bsa: float, mg_m2: float, label: str) -> None:
+    """Today's inotuzumab draft at the regimen dose for the BSA, with its premedication."""
+    mg = round(mg_m2 * bsa, 2)
+    r.draft(key, "inotuzumab ozogamicin", on=0, dose=mg, unit="mg", route="IV",
+            text=f"Inotuzumab ozogamicin {mg_m2} mg/m2 ({mg} mg) IV over 1 hour, {label}", authored_hours_ago=1)
     r.premedication_drafts(0)
-    header = {
-        "title": "Whole record, alert burden: a clean, fully documented cycle 1 day 1 signs with one info card",
-        "description": "Realistic record (~3 years), every INO2 criterion documented, no VOD risk factor, labs and counts "
-                       "normal, dose = BSA x 0.8 mg/m2, full premedication: only the supportive-care reminder of a new cycle.",
-        "hook": "order-sign",
-        "expect": EXPECT["clean_cycle1_day1_sign"],
-    }
-    return header, r
 
 
-def clean_cycle1_day8_sign() -> tuple[dict[str, Any], Record]:
-    """The clean child a week later: day 1 given, day 8 signed at 0.5 mg/m2, premedicated."""
-    r, bsa = _clean_child("wr-clean-c1d8", 808)
-    r.panel(-8, bilirubin=6.0, alt=22.0, ast=30.0, alp=210.0, anc=1.9, plt=140.0)
-    r.ino_cycle(-7, bsa, doses_mg_m2=(0.8,), days=(0,))
-    r.panel(-1, bilirubin=7.0, alt=26.0, ast=31.0, alp=220.0, anc=1.5, plt=120.0)
-    r.draft("draft-ino-c1d8", "inotuzumab ozogamicin", on=0, dose=round(0.5 * bsa, 2), unit="mg", route="IV",
-            text=f"Inotuzumab ozogamicin 0.5 mg/m2 ({round(0.5 * bsa, 2)} mg) IV over 1 hour, cycle 1 day 8",
-            authored_hours_ago=1)
-    r.premedication_drafts(0)
+#: The clean child's two signed doses: (record key, seed, title tail, description).
+_CLEAN = {
+    1: ("wr-clean-c1d1", 707, "cycle 1 day 1 signs with one info card",
+        "Realistic record (~3 years), every INO2 criterion documented, no VOD risk factor, labs and counts "
+        "normal, dose = BSA x 0.8 mg/m2, full premedication: only the supportive-care reminder of a new cycle."),
+    8: ("wr-clean-c1d8", 808, "cycle 1 day 8 signs with no card",
+        "The same clean record a week later: day 1 given with premedication, day 8 drafted at the "
+        "regimen dose with premedication, labs and counts fine."),
+}
+
+
+def clean_sign(day: int) -> tuple[dict[str, Any], Record]:
+    """The clean child signing cycle 1 day ``day`` (1: 0.8 mg/m2; 8: 0.5 mg/m2 a week after
+    day 1 was given), premedicated, labs and counts normal."""
+    key, seed, tail, description = _CLEAN[day]
+    r, bsa = _clean_child(key, seed)
+    if day == 8:
+        r.panel(-8, bilirubin=6.0, alt=22.0, ast=30.0, alp=210.0, anc=1.9, plt=140.0)
+        r.ino_cycle(-7, bsa, doses_mg_m2=(0.8,), days=(0,))
+        r.panel(-1, bilirubin=7.0, alt=26.0, ast=31.0, alp=220.0, anc=1.5, plt=120.0)
+    else:
+        r.panel(-1, bilirubin=6.0, alt=22.0, ast=30.0, alp=210.0, anc=1.9, plt=140.0)
+    _signed_today(r, f"draft-ino-c1d{day}", bsa, 0.8 if day == 1 else 0.5, f"cycle 1 day {day}")
     header = {
-        "title": "Whole record, alert burden: a clean, fully documented cycle 1 day 8 signs with no card",
-        "description": "The same clean record a week later: day 1 given with premedication, day 8 drafted at the "
-                       "regimen dose with premedication, labs and counts fine.",
+        "title": f"Whole record, alert burden: a clean, fully documented {tail}",
+        "description": description,
         "hook": "order-sign",
-        "expect": EXPECT["clean_cycle1_day8_sign"],
+        "expect": EXPECT[f"clean_cycle1_day{day}_sign"],
     }
     return header, r
 
@@ -906,8 +906,8 @@ PATIENTS = {
     "whole-record-no-cr-after-three-cycles.json": not_in_cr_after_three_cycles,
     "whole-record-azole-drafted-mid-course.json": azole_drafted_mid_course,
     "whole-record-ph-positive-imatinib-only.json": ph_positive_imatinib_only,
-    "whole-record-burden-clean-cycle-1-day-1-sign.json": clean_cycle1_day1_sign,
-    "whole-record-burden-clean-cycle-1-day-8-sign.json": clean_cycle1_day8_sign,
+    "whole-record-burden-clean-cycle-1-day-1-sign.json": functools.partial(clean_sign, 1),
+    "whole-record-burden-clean-cycle-1-day-8-sign.json": functools.partial(clean_sign, 8),
     "whole-record-burden-ph-negative-cycle-1-day-1-sign.json": ph_negative_first_cycle_sign,
 }
 
