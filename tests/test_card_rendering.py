@@ -74,7 +74,7 @@ def test_detail_lists_each_datum_once_in_order_and_escapes_patient_text() -> Non
     detail = one(found, "liver-function-hold")["detail"]
     assert detail.count("Total bilirubin 40 umol/L") == 1
     azole = one(found, "azole-antifungal")["detail"]
-    assert "<b>" not in azole and r"\<b\>\*bold\*\</b\>" in azole
+    assert "<b>" not in azole and r"&lt;b>\*bold\*&lt;/b>" in azole
 
 
 @pytest.mark.parametrize(("priority", "indicator"), [("routine", "info"), ("urgent", "warning"), ("stat", "critical")])
@@ -107,10 +107,10 @@ def test_source_has_label_url_and_the_rule_topic(cards: list[dict[str, Any]]) ->
     }
 
 
-def test_source_falls_back_to_display_and_the_rules_canonical_anchor(cards: list[dict[str, Any]]) -> None:
+def test_source_falls_back_to_display_and_never_links_a_canonical_url(cards: list[dict[str, Any]]) -> None:
     source = one(cards, "premedication")["source"]
     assert source["label"] == "NZ regimen (display)"
-    assert source["url"] == f"{kit.SELECT_PD}#premed"
+    assert "url" not in source  # a canonical URL is no page a clinician can open
     assert source["topic"] == {"system": RULE_SYSTEM, "code": "premedication"}
 
 
@@ -239,6 +239,14 @@ def test_card_json_has_no_empty_values(cards: list[dict[str, Any]]) -> None:
 def test_rule_codes_list_the_cards_in_order(engine: Engine) -> None:
     evaluation = engine.evaluate("TestOrderSelect", kit.record([INO, AZOLE]), kit.NOW)
     assert evaluation.rule_codes == [c["source"]["topic"]["code"] for c in evaluation.cards]
-    assert evaluation.rule_codes == ["azole-antifungal", "premedication", "bsa-dose", "ino2-eligibility", "liver-function-hold"]
+    # severity first (critical, warning, info), then the order of the rules in the PlanDefinition
+    # (fixture actions: azole urgent, premed routine, bsa urgent, ino2 stat, liver urgent)
+    assert [(c["indicator"], c["source"]["topic"]["code"]) for c in evaluation.cards] == [
+        ("critical", "ino2-eligibility"),
+        ("warning", "azole-antifungal"),
+        ("warning", "bsa-dose"),
+        ("warning", "liver-function-hold"),
+        ("info", "premedication"),
+    ]
     assert set(evaluation.timings_ms) == {"features", "rules", "render"}
     assert re.fullmatch(r"[a-z0-9-]+", "".join(evaluation.rule_codes))

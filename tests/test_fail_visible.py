@@ -26,9 +26,10 @@ def test_a_condition_on_an_unknown_feature_value_gives_a_card_naming_the_rule_an
     (card,) = unavailable(evaluation.cards)
     assert card["summary"] == "A check could not be run: Bilirubin above 1.5 x ULN: hold inotuzumab"
     assert card["indicator"] == "warning"  # the template action's priority: urgent
-    assert "`liver-function-hold`" in card["detail"]
-    assert "`condition[1]` gave no result" in card["detail"]
-    assert "bilirubin\\_x\\_uln: not known (no total bilirubin result in the last 7 days)" in card["detail"]
+    # the check by its clinical name, what to document in words; no codes, paths or feature names
+    assert "**Not checked**\n\n- Bilirubin above 1.5 x ULN: hold inotuzumab" in card["detail"]
+    assert "- Bilirubin x uln: no total bilirubin result in the last 7 days" in card["detail"]
+    assert "`" not in card["detail"] and "condition[" not in card["detail"] and "_" not in card["detail"]
     assert card["source"]["label"] == "sact-cds"
     assert card["source"]["url"] == "https://example.org/sact-cds/data-unavailable"
     assert card["overrideReasons"] and card["extension"]["org.sact-cds.knowledge-version"] == "0.1.0"
@@ -45,10 +46,12 @@ def test_a_feature_that_raises_is_unknown_and_shown_and_logged_without_patient_d
     with caplog.at_level(logging.DEBUG, logger="sact_cds.engine"):
         evaluation = engine.evaluate("TestOrderSelect", kit.record([INO]), kit.NOW)
     (card,) = unavailable(evaluation.cards)
-    assert "could not be computed (KeyError" in card["detail"]
-    assert "`liver-function-hold`" in card["detail"]
+    assert "KeyError" not in card["detail"] and "could not be computed" not in card["detail"]
+    assert "- Bilirubin above 1.5 x ULN: hold inotuzumab" in card["detail"]
+    assert "could not be read" in card["detail"]
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "sact_cds.engine")
     assert "bilirubin_x_uln" in logged and "KeyError" in logged
+    assert "in broken" in logged  # the traceback (frames and code lines) is in the log
     for datum in PATIENT_DATA:
         assert datum not in logged
 
@@ -57,9 +60,9 @@ def test_a_feature_returning_the_wrong_type_is_unknown_not_a_crash(caplog: pytes
     engine = Engine(kit.knowledge(), kit.registry(ino_drafted=lambda r, c: True))
     with caplog.at_level(logging.WARNING, logger="sact_cds.engine"):
         evaluation = engine.evaluate("TestOrderSelect", kit.record([INO]), kit.NOW)
-    assert {"bsa-dose", "liver-function-hold"} <= {
-        code for c in unavailable(evaluation.cards) for code in ("bsa-dose", "liver-function-hold") if f"`{code}`" in c["detail"]
-    }
+    (card,) = unavailable(evaluation.cards)
+    assert "- Check the inotuzumab dose against the BSA" in card["detail"]
+    assert "- Bilirubin above 1.5 x ULN: hold inotuzumab" in card["detail"]
     assert "ino_drafted returned a malformed bool" in caplog.text
 
 
@@ -68,7 +71,8 @@ def test_a_condition_that_raises_gives_a_card_and_a_log_line(caplog: pytest.LogC
     with caplog.at_level(logging.WARNING, logger="sact_cds.engine"):
         evaluation = engine.evaluate("TestOrderSelect", kit.record([INO]), kit.NOW)
     (card,) = unavailable(evaluation.cards)
-    assert "`condition[1]` failed" in card["detail"]
+    assert "- Bilirubin above 1.5 x ULN: hold inotuzumab" in card["detail"]
+    assert "could not be read" in card["detail"] and "condition[" not in card["detail"]
     assert "rule liver-function-hold: condition[1] raised" in caplog.text
     for datum in PATIENT_DATA:
         assert datum not in caplog.text
@@ -89,7 +93,7 @@ def test_record_notes_become_one_card_saying_which_checks_they_affect(caplog: py
     detail = card["detail"]
     assert "prefetch 'observations' was not provided (affects: Check the inotuzumab dose against the BSA, Bilirubin above 1.5 x ULN: hold inotuzumab)" in detail
     assert "timeout (affects: INO2 criteria not all met)" in detail
-    assert "DSTU2 MedicationOrder read as an R4 MedicationRequest (affects: Systemic azole drafted" in detail
+    assert "DSTU2 MedicationOrder read as an R4 MedicationRequest (affects: Azole antifungal during inotuzumab" in detail
     assert "is not a FHIR resource or Bundle (may affect any check)" in detail
     assert all(n.message in evaluation.notes for n in notes)
     assert "4 data note(s)" in caplog.text and "mo-1" not in caplog.text
@@ -104,7 +108,7 @@ def test_a_plan_without_a_data_unavailable_action_uses_neutral_built_in_text() -
     (card,) = unavailable(evaluation.cards)
     assert card["summary"].startswith("Some checks could not be run")
     assert card["indicator"] == "warning"
-    assert card["source"]["label"] == "sact-cds" and card["source"]["url"] == kit.SELECT_PD
+    assert card["source"]["label"] == "sact-cds" and "url" not in card["source"]  # no canonical URL
 
 
 def test_a_suggestion_that_cannot_be_built_is_explained_not_dropped() -> None:
@@ -133,26 +137,28 @@ def test_a_dynamic_value_that_fails_keeps_the_card_and_says_what_is_missing() ->
     (card,) = card
     assert card["summary"] == "INO2 criteria not all met"
     assert card["detail"].startswith("Some NHS England INO2 criteria are not met or not known.")
-    assert "`action.description` could not be computed" in card["detail"]
+    assert "- the explanation could not be checked" in card["detail"] and "action." not in card["detail"]
 
 
 def test_unknown_values_reach_every_rule_that_reads_them_as_a_card() -> None:
     unknown = {n: (lambda r, c: FeatureValue.unknown("no data")) for n in ("bsa_m2", "bilirubin_x_uln", "ino2_criteria")}
     engine = Engine(kit.knowledge(), kit.registry(**unknown))
     evaluation = engine.evaluate("TestOrderSelect", kit.record([INO]), kit.NOW)
-    assert evaluation.rule_codes == ["premedication", "bsa-dose", "data-unavailable", "data-unavailable"]
+    # one data-unavailable card for both rules that could not be decided
+    assert sorted(evaluation.rule_codes) == ["bsa-dose", "data-unavailable", "premedication"]
     shown = " ".join(c.get("detail", "") for c in evaluation.cards)
-    for code in ("ino2-eligibility", "liver-function-hold"):
-        assert f"`{code}`" in shown
-    assert "bsa\\_m2: not known (no data)" in shown  # the $apply suggestion that needed it
+    (card,) = unavailable(evaluation.cards)
+    assert "- INO2 criteria not all met" in card["detail"]
+    assert "- Bilirubin above 1.5 x ULN: hold inotuzumab" in card["detail"]
+    assert "Body surface area (height and weight): not known (no data)" in shown  # the $apply suggestion that needed it
 
 
 def test_a_rule_false_only_because_its_feature_is_unknown_is_shown_as_undecided() -> None:
     engine = Engine(kit.knowledge(), kit.registry(azole_drafted=lambda r, c: FeatureValue.unknown("orders unreadable")))
     evaluation = engine.evaluate("TestOrderSelect", kit.record([]), kit.NOW)
-    (card,) = [c for c in unavailable(evaluation.cards) if "`azole-antifungal`" in c["detail"]]
-    assert "`condition[0]` could not be decided: it reads data that are not known" in card["detail"]
-    assert "azole\\_drafted: not known (orders unreadable)" in card["detail"]
+    (card,) = unavailable(evaluation.cards)
+    assert "- Azole antifungal during inotuzumab" in card["detail"]
+    assert "- Azole drafted: orders unreadable" in card["detail"]
 
 
 def test_a_guard_that_is_false_on_known_data_keeps_the_rule_silent_despite_unknown_data() -> None:
@@ -171,17 +177,20 @@ def test_a_card_that_cannot_be_rendered_becomes_a_data_unavailable_card(
 
     def broken_links(documentation: Any) -> Any:
         if documentation and documentation[0].get("label") == "SmPC":
-            raise RuntimeError("Zwingliwood")
+            patient_name = "Zwingli" + "wood"  # as if read from the record
+            raise RuntimeError(patient_name)
         return real(documentation)
 
     monkeypatch.setattr(card_parts, "links", broken_links)
     engine = Engine(kit.knowledge(), kit.registry())
     with caplog.at_level(logging.WARNING, logger="sact_cds.engine"):
         evaluation = engine.evaluate("TestOrderSelect", kit.record([kit.draft("d-flu", "fluconazole")]), kit.NOW)
-    (card,) = [c for c in unavailable(evaluation.cards) if "`azole-antifungal`" in c["detail"]]
-    assert "the card could not be built (RuntimeError)" in card["detail"]
+    (card,) = unavailable(evaluation.cards)
+    assert "- Azole antifungal during inotuzumab" in card["detail"] and "RuntimeError" not in card["detail"]
+    assert "could not be read" in card["detail"]
     assert "rule azole-antifungal failed while rendering: RuntimeError at" in caplog.text
-    assert "Zwingliwood" not in caplog.text and "Traceback" not in caplog.text
+    assert "in broken_links" in caplog.text  # frames and code lines of the traceback
+    assert "Zwingliwood" not in caplog.text  # never the exception message
 
 
 def test_a_feature_with_malformed_evidence_is_unknown_not_a_crash() -> None:
@@ -189,4 +198,4 @@ def test_a_feature_with_malformed_evidence_is_unknown_not_a_crash() -> None:
     engine = Engine(kit.knowledge(), kit.registry(azole_drafted=lambda r, c: malformed))
     evaluation = engine.evaluate("TestOrderSelect", kit.record([]), kit.NOW)
     assert evaluation.features["azole_drafted"]["status"] == "unknown"
-    assert any("`azole-antifungal`" in c["detail"] for c in unavailable(evaluation.cards))
+    assert any("- Azole antifungal during inotuzumab" in c["detail"] for c in unavailable(evaluation.cards))

@@ -76,7 +76,8 @@ def test_an_order_without_a_date_is_taken_as_today_and_says_so():
     fv = placed(given("d1", -7), drafts=[draft("ino", on=None, mg=0.5)])
     assert fv.value["day_of_cycle"] == 8
     assert fv.value["doses"][0]["date_assumed"] is True
-    assert any("taken as today" in e.display for e in fv.evidence)
+    # says what is missing (a planned day), never "no date" (an order always has some date)
+    assert any("the order gives no planned day: today is assumed" in e.display for e in fv.evidence)
 
 
 def test_void_and_undated_administrations_are_not_counted():

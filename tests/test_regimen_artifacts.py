@@ -18,12 +18,14 @@ import pytest
 from fhir.resources.R4B.activitydefinition import ActivityDefinition
 from fhir.resources.R4B.plandefinition import PlanDefinition
 
+from cds_service.knowledge.terms import KNOWLEDGE_VERSION
+
 ROOT = Path(__file__).resolve().parents[1]
 REGIMEN_DIR = ROOT / "plan_definitions" / "regimen"
 NZ_SOURCE = ROOT / "provenance" / "sources" / "nz-regimen-inotuzumab-not-in-cr.txt"
 CLINICAL_REFERENCE = ROOT / "provenance" / "clinical-reference.md"
 BASE = "https://sact-cds.org/fhir"
-VERSION = "0.2.0"
+VERSION = KNOWLEDGE_VERSION
 SOURCE_STATEMENT = f"{BASE}/StructureDefinition/source-statement"
 DAYS_OF_CYCLE = "http://hl7.org/fhir/StructureDefinition/timing-daysOfCycle"
 UCUM = "http://unitsofmeasure.org"

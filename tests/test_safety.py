@@ -222,7 +222,12 @@ def test_a_residual_risk_above_the_initial_risk_fails(root: Path) -> None:
 
 
 def test_controlled_with_an_unverified_design_control_fails(root: Path) -> None:
-    edit_json(root, LOG_FILE, lambda log: hazard(log, "HAZ-018").update(status="controlled"))
+    def unverify(log: dict) -> None:
+        found = hazard(log, "HAZ-018")
+        found["controls"][0]["verifiedBy"] = []  # control 1 is a design control
+        found["status"] = "controlled"
+
+    edit_json(root, LOG_FILE, unverify)
     result = run("--check", "--root", str(root))
     assert result.exit_code == 1
     assert "HAZ-018: status 'controlled' but design/test control(s) 1 name no test" in result.output

@@ -132,3 +132,21 @@ def test_errors_carry_cors_headers_so_the_browser_can_show_them() -> None:
         app, "POST", "/cds-services/SactOrderSelect", json=hook_request(), headers={"Origin": SANDBOX}
     )
     assert unauthorized.status_code == 401 and unauthorized.headers["access-control-allow-origin"] == SANDBOX
+
+
+def test_a_rejected_preflight_is_logged_once_per_origin_with_the_setting_to_change(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    app, _, _ = app_with()
+    evil = PREFLIGHT | {"Origin": "http://127.0.0.1:5173"}
+    with caplog.at_level(logging.WARNING, logger="sact_cds.api"):
+        for _ in range(3):
+            assert call(app, "OPTIONS", "/cds-services", headers=evil).status_code == 400
+        call(app, "OPTIONS", "/cds-services", headers=PREFLIGHT | {"Origin": "http://localhost:8000"})
+        call(app, "OPTIONS", "/cds-services", headers=PREFLIGHT)  # allowed: no line
+    lines = [r.getMessage() for r in caplog.records if "CORS preflight" in r.getMessage()]
+    assert len(lines) == 2
+    assert "http://127.0.0.1:5173 rejected" in lines[0] and "cors_origins" in lines[0] and "CDS_CORS_ORIGINS" in lines[0]
+    assert "http://localhost:8000" in lines[1]

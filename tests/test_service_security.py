@@ -331,3 +331,13 @@ def test_the_json_log_formatter_masks_anything_that_looks_like_a_token() -> None
     line = json.loads(JsonFormatter().format(record))
     assert "abc.def" not in line["message"] and "eyJ" not in line["message"]
     assert set(line) >= {"time", "level", "logger", "message"}
+
+
+def test_the_source_pages_need_no_token_when_the_hooks_do() -> None:
+    # the pages a card links to hold no patient data; a clinician's browser opens them
+    # without the EHR's JWT (issue 13)
+    app, _, _ = secured()
+    assert_401(call(app, "GET", "/cds-services"))
+    for path in ("/sources", "/sources/ino2", "/sources/nz-regimen", "/sources/clinical-reference"):
+        r = call(app, "GET", path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), path

@@ -16,7 +16,7 @@ import pytest
 
 from cds_service.errors import ArtifactInvalid, UnknownArtifact
 from cds_service.knowledge._terminology import Terminology
-from cds_service.knowledge.terms import ATC, LOINC, RXNORM, SNOMED
+from cds_service.knowledge.terms import ATC, KNOWLEDGE_VERSION, LOINC, RXNORM, SNOMED
 from cds_service.record._model import PatientRecord
 
 TERMINOLOGY_DIR = Path(__file__).resolve().parents[1] / "plan_definitions" / "terminology"
@@ -227,7 +227,7 @@ def test_an_unknown_valueset_raises_unknown_artifact(terminology: Terminology) -
 
 
 def test_a_pinned_url_is_accepted_only_with_our_version(terminology: Terminology) -> None:
-    assert terminology.contains(AZOLES + "|0.2.0", coded(ATC, "J02AC01"))
+    assert terminology.contains(AZOLES + "|" + KNOWLEDGE_VERSION, coded(ATC, "J02AC01"))
     with pytest.raises(UnknownArtifact):
         terminology.contains(AZOLES + "|9.9.9", coded(ATC, "J02AC01"))
 

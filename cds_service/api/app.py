@@ -53,6 +53,7 @@ from cds_service.api.hooks import call_service
 from cds_service.api.metrics import Metrics, metrics_endpoint
 from cds_service.api.openapi import openapi_document
 from cds_service.api.security import Authenticator, AuthError, check_startup, endpoint_urls
+from cds_service.api.sources import source_page, sources_index
 from cds_service.errors import MalformedRequest, PrefetchUnavailable
 from cds_service.settings import Settings, SettingsError, load_settings, mask_url
 from cds_service.store import AuditStore, InvocationRecord
@@ -186,6 +187,8 @@ def create_app(
     from cds_service.apps.ino2.web import install as install_ino2_form  # apps sit on the api layer
 
     install_ino2_form(app, settings, engine)
+    app.add_api_route("/sources", sources_index, methods=["GET"])
+    app.add_api_route("/sources/{page}", source_page, methods=["GET"])
     _install_handlers(app, state)
     app.add_middleware(_RequestContext, state=state)
     app.add_middleware(_Cors, origins=settings.cors_origins)

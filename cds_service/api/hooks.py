@@ -28,6 +28,7 @@ from starlette.requests import Request
 from cds_service.api import logging as cds_logging
 from cds_service.api.envelope import validate_request
 from cds_service.api.errors import JSON, PayloadTooLarge, PrefetchMissing
+from cds_service.api.sources import absolute_sources, base_url
 from cds_service.apps.links import complete_smart_links
 from cds_service.errors import MalformedRequest
 from cds_service.record import build_record, complete_prefetch
@@ -109,6 +110,7 @@ async def call_service(request: Request) -> JSON:
     evaluation = state.engine.evaluate(service_id, record, now, **kw)
     cards = [_prune(c) for c in evaluation.cards]
     complete_smart_links(cards, settings.public_base_url or str(request.base_url), req)
+    absolute_sources(cards, base_url(request, settings.public_base_url))
     codes = _rule_codes(cards, evaluation.rule_codes)
     for code in codes:
         state.metrics.cards.labels(code or "unknown").inc()

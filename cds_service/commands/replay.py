@@ -30,6 +30,23 @@ from cds_service.replay.scenario import (
     load_scenario,
 )
 
+#: The sandbox screen that fires each hook (cds-hooks/sandbox src/reducers/hook-reducers.js):
+#: without ``screen`` the link opens the patient view and no order hook fires.
+SANDBOX_SCREENS = {"order-select": "rx-view", "order-sign": "rx-sign", "patient-view": "patient-view"}
+
+
+def sandbox_link(fhir_url: str, patient: str, discovery: str, hook: str,
+                 sandbox: str = "https://sandbox.cds-hooks.org/") -> str:
+    """The sandbox URL that opens ``patient`` on ``fhir_url`` with this service, on the
+    screen that fires ``hook`` (the sandbox reads these five query parameters)."""
+    from urllib.parse import quote
+
+    return (
+        f"{sandbox}?fhirServiceUrl={quote(fhir_url, safe='')}&patientId={quote(patient, safe='')}"
+        f"&serviceDiscoveryURL={quote(discovery, safe='')}&hook={hook}"
+        f"&screen={SANDBOX_SCREENS.get(hook, 'patient-view')}"
+    )
+
 
 class UsageProblem(click.ClickException):
     """A usage error or an invalid scenario: exit status 2."""
@@ -127,6 +144,7 @@ async def _replay(
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE", help="Write an HTML report (cards as an EHR shows them, expectation diffs).")
 @click.option("--now", "now_text", metavar="ISO", help="Evaluation time for scenarios without their own `now` (default: the current time). Relative dates resolve against it.")
 @click.option("--serve-fhir", is_flag=True, help="Serve ONE scenario as a FHIR R4 endpoint on 127.0.0.1 (for the CDS Hooks sandbox or the service's fhirServer fallback) until Ctrl-C; it is also a SMART EHR for the INO2 form app (smart-configuration, EHR launch, authorize, token; QuestionnaireResponse writes kept in memory).")
+@click.option("--stats", "show_stats", is_flag=True, help="Also report the alert burden: cards per hook call by indicator over the scenarios given.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default="any free port", help="Port for --serve-fhir.")
 def replay(
     paths: tuple[str, ...],
@@ -139,6 +157,7 @@ def replay(
     html: Path | None,
     now_text: str | None,
     serve_fhir: bool,
+    show_stats: bool,
     port: int,
 ) -> None:
     """Replay scenario files or folders of FHIR bundles (PATH...) as CDS Hooks calls.
@@ -168,11 +187,13 @@ def replay(
     else:
         results = asyncio.run(_replay(scenarios, now, url, signer, None))
     if as_json:
-        click.echo(report.as_json(results))
+        click.echo(report.as_json(results, with_stats=show_stats))
     else:
         for result in results:
-            report.print_result(console, result)
+            report.print_result(console, result, show_cards=not show_stats)
         report.print_summary(console, results)
+        if show_stats:
+            report.print_stats(console, results)
     if junit:
         report.write_junit(junit, results)
     if html:
@@ -182,7 +203,6 @@ def replay(
 
 
 def _serve(scenario: Scenario, now: datetime, port: int, url: str | None, signer: run.JwtSigner | None) -> None:
-    from urllib.parse import quote
 
     from cds_service.replay import fhir_server
 
@@ -199,11 +219,7 @@ def _serve(scenario: Scenario, now: datetime, port: int, url: str | None, signer
         click.echo(f"FHIR R4 endpoint (loopback; reads, and QuestionnaireResponse writes with a SMART token): {server.url}")
         click.echo(f"SMART EHR launch of the INO2 form: {server.url}/ehr/launch?app=<the card's SMART link url>")
         click.echo(f"patientId: {patient}   hook: {scenario.hook}   dates resolved at {dates.format_datetime(resolved.now)}")
-        click.echo(
-            "CDS Hooks sandbox: https://sandbox.cds-hooks.org/?"
-            f"fhirServiceUrl={quote(server.url, safe='')}&patientId={quote(patient, safe='')}"
-            f"&serviceDiscoveryURL={quote(discovery, safe='')}&hook={scenario.hook}"
-        )
+        click.echo(f"CDS Hooks sandbox: {sandbox_link(server.url, patient, discovery, scenario.hook)}")
         click.echo("Fallback path (hook call without prefetch, fhirServer = the endpoint above):")
         result = asyncio.run(_fallback(scenario, now, url, signer, server.url))
         report.print_result(console, result)

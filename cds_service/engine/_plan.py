@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds_service.engine.conditions import CompiledExpression
-from cds_service.knowledge.terms import RULE_SYSTEM
+from cds_service.knowledge.terms import EXT_SOURCE_STATEMENT, RULE_SYSTEM
 
 TEMPLATE_CODE = "data-unavailable"
 FHIRPATH = "text/fhirpath"
@@ -74,6 +74,12 @@ class Rule:
     hooks: frozenset[str]  # empty: every hook of the plan
     features: tuple[str, ...]  # read by conditions, dynamicValues, suggestions (first use)
     variables: frozenset[str]
+    #: override-reason codes the action declares (extension card-override-reason); () = all
+    override_codes: tuple[str, ...] = ()
+    #: (document, quote) of each source-statement extension, in order: the card links the first
+    statements: tuple[tuple[str, str], ...] = ()
+    #: rule codes whose card this rule's card makes redundant (extension card-supersedes)
+    supersedes: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -98,6 +104,7 @@ class Template:
     documentation: tuple[Mapping[str, Any], ...]
     action_id: str | None
     code_display: str | None = None
+    override_codes: tuple[str, ...] = ()
 
 
 #: Used when a rule PlanDefinition has no data-unavailable action. An unrun safety check
@@ -149,6 +156,44 @@ class RulePlan:
         Raises KeyError for a hook the plan does not serve.
         """
         return self._by_hook[hook]
+
+
+#: Extension on a rule action naming one override reason (valueCoding, CodeSystem
+#: override-reason) its card offers; repeated, in display order.
+EXT_OVERRIDE_REASON = "https://sact-cds.org/fhir/StructureDefinition/card-override-reason"
+
+
+def override_codes(action: Mapping[str, Any]) -> tuple[str, ...]:
+    """The override-reason codes an action declares, in order (() when it declares none)."""
+    return tuple(
+        str((e.get("valueCoding") or {}).get("code"))
+        for e in action.get("extension") or ()
+        if e.get("url") == EXT_OVERRIDE_REASON and (e.get("valueCoding") or {}).get("code")
+    )
+
+
+#: Extension on a rule action naming a rule (valueCode, CodeSystem sact-cds-rule) whose card
+#: says nothing more when this action's card is shown: one card per problem.
+EXT_SUPERSEDES = "https://sact-cds.org/fhir/StructureDefinition/card-supersedes"
+
+
+def supersedes(action: Mapping[str, Any]) -> tuple[str, ...]:
+    """The rule codes an action's card supersedes."""
+    return tuple(
+        str(e["valueCode"]) for e in action.get("extension") or () if e.get("url") == EXT_SUPERSEDES and e.get("valueCode")
+    )
+
+
+def source_statements(action: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(document, quote) of the action's source-statement extensions, in order."""
+    out = []
+    for e in action.get("extension") or ():
+        if e.get("url") != EXT_SOURCE_STATEMENT:
+            continue
+        parts = {p.get("url"): p.get("valueCode") or p.get("valueString") for p in e.get("extension") or ()}
+        if isinstance(parts.get("document"), str) and isinstance(parts.get("quote"), str):
+            out.append((parts["document"], parts["quote"]))
+    return tuple(out)
 
 
 def rule_code(action: Mapping[str, Any]) -> tuple[str | None, str | None]:

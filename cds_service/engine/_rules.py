@@ -37,8 +37,11 @@ from cds_service.engine._plan import (
     SuggestionRule,
     Template,
     named_events,
+    override_codes,
     plan_hooks,
     rule_code,
+    source_statements,
+    supersedes,
 )
 from cds_service.engine.apply import needs_bsa
 from cds_service.engine.conditions import CompiledExpression, compile_expression, conjuncts
@@ -172,6 +175,7 @@ class _Compiler:
             documentation=tuple(action.get("documentation") or ()),
             action_id=action.get("id"),
             code_display=display,
+            override_codes=override_codes(action),
         )
 
     def rule(self, action: Mapping[str, Any], code: str, display: str | None) -> Rule | None:
@@ -243,6 +247,9 @@ class _Compiler:
             hooks=frozenset(named_events(action)),
             features=tuple(features),
             variables=frozenset(variables),
+            override_codes=override_codes(action),
+            statements=source_statements(action),
+            supersedes=supersedes(action),
         )
 
     def suggestion(self, child: Mapping[str, Any], parent: Mapping[str, Any]) -> SuggestionRule | None:

@@ -26,6 +26,7 @@ links to what it cites and nothing else.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
@@ -34,6 +35,7 @@ from typing import Any
 
 from cds_service.errors import KnowledgeError
 from cds_service.features import FeatureValue
+from cds_service.knowledge._sources import PAGES_PATH, citation_link, passage_link
 from cds_service.knowledge.terms import (
     CARD_EXT_EVIDENCE,
     CARD_EXT_KNOWLEDGE_VERSION,
@@ -50,10 +52,75 @@ SUMMARY_LIMIT = 140
 #: Fallback source label when an action documents no source.
 DEFAULT_SOURCE_LABEL = "sact-cds"
 
-#: The characters GFM could read as markup or HTML; each is escaped with a backslash.
-_MD_CHARS = "\\`*_[]<>|#"
-_MD_SPECIAL = re.compile(f"[{re.escape(_MD_CHARS)}]")
+#: The characters that would become markup inside a bullet line of our own: code spans,
+#: emphasis with ``*``, links, and an HTML tag start. ``_`` (intraword), ``>``, ``#`` and
+#: ``|`` are harmless mid-line and are left alone, so card text shows no needless backslashes.
+_MD_CHARS = "\\`*[]"
+_MD_SPECIAL = re.compile(f"[{re.escape(_MD_CHARS)}]|<(?=[A-Za-z/!?])")
 _MD_ESCAPES = str.maketrans({c: "\\" + c for c in _MD_CHARS})
+
+
+#: Card order: most urgent first (CDS Hooks leaves order to the service; most EHRs keep it).
+SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+#: What a card says where a check failed for a reason that is not missing data (the
+#: exception, with its traceback, is in the log).
+NOT_CHECKED = "could not be checked"
+#: Card parts a dynamicValue may fill, as a clinician would name them.
+PART_NAMES = {
+    "action.title": "the summary",
+    "action.description": "the explanation",
+    "action.priority": "the urgency",
+}
+#: Case features in clinical words (a card never shows a feature name).
+FEATURE_LABELS = {
+    "patient_age": "Age",
+    "bsa_dose": "Dose against body surface area",
+    "bsa_m2": "Body surface area (height and weight)",
+    "ino2_criteria": "INO2 funding criteria",
+    "response_status": "Response to treatment (CR/CRi or not)",
+    "hsct_planned": "Whether a stem cell transplant is planned",
+    "azole_conflict": "Azole antifungals with inotuzumab",
+    "other_sact": "Other anti-cancer medicines",
+    "vod_risk": "Risk factors for liver toxicity (VOD/SOS)",
+    "liver_function": "Liver tests (bilirubin, AST, ALT)",
+    "blood_counts": "Blood counts (neutrophils, platelets)",
+    "cycle": "Cycle and day of this dose",
+    "dose_schedule": "Day of this dose in the cycle",
+    "treatment_break": "Time since the previous cycle",
+    "ino_drafted": "The inotuzumab order",
+    "premedication_missing": "Premedication",
+}
+_EXCEPTION_TEXT = re.compile(r"\(?\b[A-Z][A-Za-z]*(Error|Exception)\b[^)]*\)?")
+
+
+def feature_label(name: str) -> str:
+    """A case feature in clinical words (an unlisted one: its name without underscores)."""
+    return FEATURE_LABELS.get(name) or name.replace("_", " ").capitalize()
+
+
+def plain_note(note: str | None) -> str:
+    """A data note fit for a card: never exception text (that goes to the log)."""
+    if not note:
+        return "not documented"
+    if _EXCEPTION_TEXT.search(note) or "could not be computed" in note:
+        return NOT_CHECKED
+    return note
+
+
+@functools.lru_cache(maxsize=256)
+def passage(statements: tuple[tuple[str, str], ...], citation: str | None = None) -> str | None:
+    """The served page and line of the passage a card cites: its documentation's
+    ``citation`` (the passage its source label names), else the first quoted
+    ``source-statement`` that can be found."""
+    if citation:
+        link = citation_link(citation)
+        if link:
+            return link
+    for document, quote in statements:
+        link = passage_link(document, quote)
+        if link:
+            return link
+    return None
 
 
 def md(text: Any) -> str:
@@ -62,7 +129,9 @@ def md(text: Any) -> str:
     Most text has nothing to escape, and a regex search says so in a fraction of the
     time any substitution takes (a card escapes every evidence line)."""
     text = " ".join(str(text).split())
-    return text.translate(_MD_ESCAPES) if _MD_SPECIAL.search(text) else text
+    if not _MD_SPECIAL.search(text):
+        return text
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text.translate(_MD_ESCAPES))
 
 
 def check_summary(text: str | None) -> str | None:
@@ -102,18 +171,21 @@ def source(
     action_id: str | None,
     code: str,
     code_display: str | None = None,
+    statements: tuple[tuple[str, str], ...] = (),
 ) -> dict[str, Any]:
     """``{label, url, topic}``: label from ``documentation[0].label`` or ``.display``;
-    url from ``documentation[0].url``, else the plan's canonical ``#``action id; topic =
-    the rule code in CodeSystem sact-cds-rule."""
+    url = the served page of the passage the rule quotes first (``sources/<page>#L<n>``,
+    made absolute by the API), else ``documentation[0].url``, else the plan's canonical
+    ``#``action id; topic = the rule code in CodeSystem sact-cds-rule."""
     doc = documentation[0] if documentation else {}
     label = doc.get("label") or doc.get("display") or DEFAULT_SOURCE_LABEL
-    url = doc.get("url") or (f"{plan_url}#{action_id}" if action_id else plan_url)
+    # never the project's canonical URLs: a clinician cannot read them
+    url = passage(statements, doc.get("citation") if isinstance(doc.get("citation"), str) else None) or doc.get("url")
     topic = {"system": RULE_SYSTEM, "code": code}
     if code_display:
         topic["display"] = code_display
     out: dict[str, Any] = {"label": label}
-    if url and url.startswith(("http://", "https://")):
+    if url and url.startswith(("http://", "https://", f"{PAGES_PATH}/")):
         out["url"] = url
     out["topic"] = topic
     return out
@@ -164,16 +236,22 @@ def evidence_lines(
     return lines
 
 
+#: Features that are the context of every card, not a finding: the order being signed.
+#: Their evidence is not repeated on each card (the prescriber is looking at the order);
+#: when they are unknown, the card still says so.
+CONTEXT_FEATURES = frozenset({"ino_drafted"})
+
+
 def _feature_lines(name: str, value: FeatureValue | None) -> tuple[str, ...]:
     """The bullets of one feature, before deduplication (evidence_lines)."""
-    if value is None:
+    if value is None or (name in CONTEXT_FEATURES and value.status != "unknown"):
         return ()
     out = []
     for ev in value.evidence:
         text = ev.display if not ev.date or ev.date in ev.display else f"{ev.display} ({ev.date})"
         out.append(f"- {md(text)}")
     if value.status == "unknown":
-        out.append(f"- {md(name)}: not known ({md(value.note or 'no reason given')})")
+        out.append(f"- {md(feature_label(name))}: not known ({md(plain_note(value.note))})")
     return tuple(out)
 
 

@@ -29,6 +29,7 @@ Logs go to ``sact_cds.engine`` with rule codes, feature names and counts only.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -145,11 +146,12 @@ class Engine:
         # one JSON form per feature, read by FHIRPath as %features and kept for the audit
         as_json = {n: v.as_json() for n, v in values.items()}
         scope = Scope(self._variables(used, as_json, record, now_iso), unknown)
-        out: list[dict[str, Any]] = []
+        shown: list[_Shown] = []
+        missed: list[_Missed] = []
         notes: list[str] = [f"{n}: {v.note}" for n, v in values.items() if v.status == "unknown" and v.note]
         render = 0.0
         lines: dict[str, tuple[str, ...]] = {}  # evidence bullets by feature, for every card
-        for rule in rules:
+        for order, rule in enumerate(rules):
             try:
                 result = all_true(rule.conditions, scope)
                 if result.truth is False:
@@ -158,14 +160,17 @@ class Engine:
                 if result.truth is None:
                     self._log_unevaluated(rule, result)
                     notes.append(f"{rule.code}: could not be evaluated")
-                    out.append(self._rule_unavailable(plan, rule, values, result=result, lines=lines))
+                    missed.append(_Missed(rule, tuple(f for f in rule.features if f in unknown), bool(result.errors)))
                 else:
-                    out.append(self._render(plan, rule, scope, record, ctx, values, lines))
+                    shown.append(self._render(plan, rule, scope, record, ctx, values, lines, order))
                 render += perf_counter() - r0
             except Exception as exc:  # noqa: BLE001 - fail visible: a card, not a 500
-                log.error("rule %s failed while rendering: %s at %s", rule.code, type(exc).__name__, _origin(exc))
+                log.error(
+                    "rule %s failed while rendering: %s at %s\n%s",
+                    rule.code, type(exc).__name__, _origin(exc), _stack(exc),
+                )
                 notes.append(f"{rule.code}: evaluation error {type(exc).__name__}")
-                out.append(self._rule_unavailable(plan, rule, {}, error=type(exc).__name__))
+                missed.append(_Missed(rule, (), True))
         t2 = perf_counter()
         if record.notes:
             log.info(
@@ -175,7 +180,10 @@ class Engine:
                 ", ".join(sorted({n.kind for n in record.notes})),
             )
             notes.extend(n.message for n in record.notes)
-            out.append(self._notes_card(plan, rules, record))
+        shown = _one_per_problem(shown)
+        if missed or record.notes:
+            shown.append(self._unavailable(plan, rules, missed, values, record))
+        out = _finish(shown)
         t3 = perf_counter()
         codes = [c["source"]["topic"]["code"] for c in out]
         log.debug("service %s: %d card(s) %s", service_id, len(out), codes)
@@ -198,12 +206,13 @@ class Engine:
             value = self.registry.get(name)(record, ctx)
         except Exception as exc:  # noqa: BLE001 - one feature failing must not hide the others
             log.warning(
-                "case feature %s raised %s at %s; treated as unknown", name, type(exc).__name__, _origin(exc)
+                "case feature %s raised %s at %s; treated as unknown\n%s",
+                name, type(exc).__name__, _origin(exc), _stack(exc),
             )
-            return FeatureValue.unknown(f"could not be computed ({type(exc).__name__}: {str(exc)[:120]})")
+            return FeatureValue.unknown(cards.NOT_CHECKED)
         if not isinstance(value, FeatureValue) or not all(isinstance(e, Evidence) for e in value.evidence):
             log.warning("case feature %s returned a malformed %s; treated as unknown", name, type(value).__name__)
-            return FeatureValue.unknown("could not be computed (internal error)")
+            return FeatureValue.unknown(cards.NOT_CHECKED)
         return value
 
     def _variables(
@@ -233,16 +242,19 @@ class Engine:
         record: PatientRecord,
         ctx: FeatureContext,
         values: Mapping[str, FeatureValue],
-        lines: dict[str, tuple[str, ...]] | None = None,
-    ) -> dict[str, Any]:
+        lines: dict[str, tuple[str, ...]],
+        order: int,
+    ) -> _Shown:
         dynamic: dict[str, list[Any]] = {}
         failed: list[str] = []
         for path, expr in rule.dynamic:
             try:
                 dynamic[path] = to_json(expr.evaluate(scope))
             except Exception as exc:  # noqa: BLE001 - shown on the card
-                log.warning("rule %s: dynamicValue %s raised %s", rule.code, path, type(exc).__name__)
-                failed.append(f"- `{path}` could not be computed ({type(exc).__name__})")
+                log.warning(
+                    "rule %s: dynamicValue %s raised %s\n%s", rule.code, path, type(exc).__name__, _stack(exc)
+                )
+                failed.append(f"- {cards.PART_NAMES.get(path, 'part of this card')} could not be checked")
         title = _text(dynamic.get("action.title")) or rule.title or rule.text_equivalent or rule.code
         description = _text(dynamic.get("action.description"), "\n\n") or rule.description
         priority = rule.priority
@@ -250,7 +262,8 @@ class Engine:
         if dyn_priority in PRIORITY_TO_INDICATOR:
             priority = dyn_priority
         elif dyn_priority:
-            failed.append(f"- `action.priority` gave {cards.md(dyn_priority)}, not routine/urgent/stat")
+            log.warning("rule %s: dynamicValue action.priority is not routine/urgent/stat", rule.code)
+            failed.append("- the urgency of this card could not be worked out: shown at the rule's own level")
         extra = {
             path.removeprefix("card.extension."): value
             for path, value in dynamic.items()
@@ -259,13 +272,9 @@ class Engine:
         built = build_suggestions(rule, scope, record, ctx, values)
         for where, exc_type in built.errors:
             log.warning("rule %s: suggestion %s raised %s", rule.code, where, exc_type)
-        return cards.card(
+        card = cards.card(
             summary=cards.summary(title, rule=rule.code),
-            detail=cards.detail(
-                description,
-                evidence=cards.evidence_lines(values, rule.features, lines),
-                sections=(("Suggestions not offered", built.missing), ("Not shown on this card", failed)),
-            ),
+            detail="",
             indicator=cards.indicator(priority),
             source=cards.source(
                 rule.documentation,
@@ -273,80 +282,82 @@ class Engine:
                 action_id=rule.action_id,
                 code=rule.code,
                 code_display=rule.code_display,
+                statements=rule.statements,
             ),
             suggestions=built.suggestions,
             selection_behavior=rule.selection_behavior,
-            override_reasons=self._override,
+            override_reasons=self._reasons(rule.override_codes),
             links=cards.links(rule.documentation),
             extension=cards.extension(
                 self.knowledge_version, cards.evidence_extension(values, rule.features), extra
             ),
         )
+        return _Shown(
+            card,
+            order,
+            description,
+            tuple(cards.evidence_lines(values, rule.features, lines)),
+            (("Suggestions not offered", tuple(built.missing)), ("Not shown on this card", tuple(failed))),
+            weight=len(rule.features),
+            code=rule.code,
+            supersedes=rule.supersedes,
+        )
+
+    def _reasons(self, codes: tuple[str, ...]) -> tuple[dict[str, str], ...]:
+        """The override reasons a rule declares (all of the CodeSystem when it declares none)."""
+        if not codes:
+            return self._override
+        by_code = {r["code"]: r for r in self._override}
+        return tuple(by_code[c] for c in codes if c in by_code)
 
     def _log_unevaluated(self, rule: Rule, result: ConditionsResult) -> None:
         for where, exc_type, _ in result.errors:
-            log.warning("rule %s: %s raised %s; data-unavailable card shown", rule.code, where, exc_type)
+            log.warning("rule %s: %s raised %s; shown as not checked", rule.code, where, exc_type)
         if result.empty or result.undecided:
             log.info(
-                "rule %s: %s undecided on unknown data; data-unavailable card shown",
+                "rule %s: %s undecided on unknown data; shown as not checked",
                 rule.code,
                 ", ".join((*result.empty, *result.undecided)),
             )
 
-    def _unavailable_card(
-        self, plan: RulePlan, summary_suffix: str | None, fallback_suffix: str | None, body: list[tuple[str, list[str]]],
-        evidence: list[str], evidence_ext: list[dict[str, Any]],
-    ) -> dict[str, Any]:
-        t = plan.template
-        summary = t.title
-        for suffix in (summary_suffix, fallback_suffix):
-            if suffix and cards.check_summary(f"{t.title}: {suffix}") is None:
-                summary = f"{t.title}: {suffix}"
-                break
-        return cards.card(
-            summary=cards.summary(summary, rule=TEMPLATE_CODE),
-            detail=cards.detail(t.description, evidence=(), sections=(*body, ("Patient data", evidence))),
-            indicator=cards.indicator(t.priority),
-            source=cards.source(
-                t.documentation, plan_url=plan.url, action_id=t.action_id, code=TEMPLATE_CODE, code_display=t.code_display
-            ),
-            suggestions=[],
-            selection_behavior="any",
-            override_reasons=self._override,
-            links=cards.links(t.documentation),
-            extension=cards.extension(self.knowledge_version, evidence_ext),
-        )
-
-    def _rule_unavailable(
+    def _unavailable(
         self,
         plan: RulePlan,
-        rule: Rule,
+        rules: tuple[Rule, ...],
+        missed: list[_Missed],
         values: Mapping[str, FeatureValue],
-        *,
-        result: ConditionsResult | None = None,
-        error: str | None = None,
-        lines: dict[str, tuple[str, ...]] | None = None,
-    ) -> dict[str, Any]:
-        why: list[str] = []
-        if result is not None:
-            why += [f"- `{w}` gave no result: data it needs are missing or unknown" for w in result.empty]
-            why += [f"- `{w}` could not be decided: it reads data that are not known" for w in result.undecided]
-            why += [f"- `{w}` failed ({cards.md(t)}: {cards.md(m)})" for w, t, m in result.errors]
-        if error:
-            why.append(f"- the card could not be built ({cards.md(error)})")
-        check = [f"- {cards.md(rule.name)} (`{rule.code}`)"]
-        return self._unavailable_card(
-            plan,
-            rule.title,
-            rule.code,
-            [("Check not run", check), ("Why", why)],
-            cards.evidence_lines(values, rule.features, lines),
-            cards.evidence_extension(values, rule.features),
-        )
-
-    def _notes_card(self, plan: RulePlan, rules: tuple[Rule, ...], record: PatientRecord) -> dict[str, Any]:
+        record: PatientRecord,
+    ) -> _Shown:
+        """The one ``data-unavailable`` card of a hook call: every check that could not be
+        made (by its clinical name, once), what to document so it can run, and the
+        record's data problems. Never exception text: the log has that."""
+        t = plan.template
+        checks: list[str] = []  # check names, once each, in rule order
+        document: dict[str, tuple[list[str], str]] = {}  # one line per reason: (data, note)
+        unreadable = False
+        for m in missed:
+            name = m.rule.code_display or m.rule.name
+            if name not in checks:
+                checks.append(name)
+            unreadable = unreadable or m.error
+            for f in m.unknown:
+                value = values.get(f)
+                note = cards.plain_note(value.note if value is not None else None)
+                if note == cards.NOT_CHECKED:
+                    unreadable = True
+                else:
+                    labels, _ = document.setdefault(_core(note), ([], note))
+                    if cards.feature_label(f) not in labels:
+                        labels.append(cards.feature_label(f))
+        check_lines = [f"- {cards.md(name)}" for name in checks]
+        doc_lines = [f"- {cards.md(', '.join(labels))}: {cards.md(note)}" for labels, note in document.values()]
+        if unreadable:
+            doc_lines.append(
+                "- Part of the order or the record could not be read: check the inotuzumab order as "
+                "written (dose, date, route) and the record yourself"
+            )
         prefetch = self._prefetch.get(plan.id, {})
-        lines = []
+        data_lines = []
         for note in record.notes:
             affected = _affected(note.key, prefetch, rules)
             if affected is None:
@@ -354,11 +365,130 @@ class Engine:
             elif not affected:
                 tail = "no check of this service reads it"
             else:
-                tail = "affects: " + ", ".join(dict.fromkeys(cards.md(r.name) for r in affected))
-            lines.append(f"- {cards.md(note.message)} ({tail})")
-        return self._unavailable_card(
-            plan, "patient data incomplete", None, [("Data problems", lines)], [], []
+                tail = "affects: " + ", ".join(dict.fromkeys(cards.md(r.code_display or r.name) for r in affected))
+            data_lines.append(f"- {cards.md(cards.plain_note(note.message))} ({tail})")
+        names = checks
+        summary = t.title
+        if len(names) == 1:
+            candidates = [f"{t.title}: {names[0]}"]
+        elif names:
+            candidates = [f"{t.title}: {', '.join(names)}", f"{t.title}: {len(names)} checks"]
+        else:
+            candidates = [f"{t.title}: patient data incomplete"]
+        for candidate in candidates:
+            if cards.check_summary(candidate) is None:
+                summary = candidate
+                break
+        card = cards.card(
+            summary=cards.summary(summary, rule=TEMPLATE_CODE),
+            detail="",
+            indicator=cards.indicator(t.priority),
+            source=cards.source(
+                t.documentation, plan_url=plan.url, action_id=t.action_id, code=TEMPLATE_CODE, code_display=t.code_display
+            ),
+            suggestions=[],
+            selection_behavior="any",
+            override_reasons=self._reasons(t.override_codes),
+            links=cards.links(t.documentation),
+            extension=cards.extension(
+                self.knowledge_version,
+                cards.evidence_extension(values, dict.fromkeys(f for m in missed for f in m.unknown)),
+            ),
         )
+        sections = (("Not checked", tuple(check_lines)), ("What to document", tuple(doc_lines)),
+                    ("Data problems", tuple(data_lines)))
+        features = dict.fromkeys(f for m in missed for f in m.rule.features)
+        known = {n: v for n, v in values.items() if v.status != "unknown"}  # unknowns: under "What to document"
+        evidence = tuple(cards.evidence_lines(known, features))
+        return _Shown(card, len(rules), t.description, evidence, sections, evidence_last=True)
+
+
+@dataclass
+class _Shown:
+    """A card before its detail is written: the detail waits until every card of the
+    call is known, so a fact already on a more urgent card is referred to, not repeated."""
+
+    card: dict[str, Any]
+    order: int  # rule order in the PlanDefinition (data-unavailable last)
+    description: str | None
+    evidence: tuple[str, ...]
+    sections: tuple[tuple[str, tuple[str, ...]], ...]
+    evidence_last: bool = False  # the data-unavailable card: what was not checked comes first
+    weight: int = 0  # how many facts the card reads: the fewest owns a shared datum
+    code: str = ""  # the rule code
+    supersedes: tuple[str, ...] = ()  # rule codes whose card this one makes redundant
+
+
+@dataclass(frozen=True)
+class _Missed:
+    """A rule that could not be decided: the unknown features it reads, and whether an
+    error (not just missing data) stopped it."""
+
+    rule: Rule
+    unknown: tuple[str, ...]
+    error: bool
+
+
+def _one_per_problem(shown: list[_Shown]) -> list[_Shown]:
+    """Drop a card another card declares it supersedes (``card-supersedes``: the same
+    problem told twice), but never a more urgent card than the one that supersedes it: a
+    critical card is never hidden behind a warning (both then show, the critical first)."""
+    rank = cards.SEVERITY_RANK
+    drop = set()
+    for s in shown:
+        for other in shown:
+            if other is not s and other.code in s.supersedes and rank.get(other.card["indicator"], 9) >= rank.get(
+                s.card["indicator"], 9
+            ):
+                drop.add(id(other))
+    return [s for s in shown if id(s) not in drop]
+
+
+def _finish(shown: list[_Shown]) -> list[dict[str, Any]]:
+    """Cards in severity order (critical, warning, info; then rule order), each detail
+    written with the patient data it owns; a datum on several cards is shown once, on the
+    most urgent card that reads it (among cards as urgent, the one reading the fewest facts:
+    the most specific; the data-unavailable card first), and the others refer to that card
+    by its summary."""
+    shown.sort(key=lambda s: (cards.SEVERITY_RANK.get(s.card["indicator"], 9), s.order))
+    owner: dict[str, _Shown] = {}
+    for s in shown:  # most urgent first; among equals, the card reading the fewest facts
+        for line in s.evidence:
+            best = owner.get(line)
+            if best is None or (best.card["indicator"] == s.card["indicator"] and s.weight < best.weight):
+                owner[line] = s
+    out = []
+    for s in shown:
+        own, refer = [], []
+        for line in s.evidence:
+            where = owner[line]
+            if where is s:
+                own.append(line)
+            elif where.card["summary"] not in refer:
+                refer.append(where.card["summary"])
+        if refer:
+            own.append("- " + "; ".join(f"also the data on the card “{cards.md(w)}”" for w in refer))
+        if s.evidence_last:
+            s.card["detail"] = cards.detail(s.description, sections=(*s.sections, ("Patient data", own)))
+        else:
+            s.card["detail"] = cards.detail(s.description, evidence=own, sections=s.sections)
+        if not s.card["detail"]:
+            del s.card["detail"]
+        out.append(s.card)
+    return out
+
+
+def _core(note: str) -> str:
+    """The reason inside a feature's note ("Cycle count unknown: <reason>. Record …"), so
+    one missing datum behind several features is listed once."""
+    core = note.split(": ", 1)[1] if ": " in note else note
+    return core.split(". ", 1)[0].rstrip(".")
+
+
+def _stack(exc: BaseException) -> str:
+    """The traceback of ``exc`` for the log: frames and code lines only. The exception's
+    message and locals are left out: they may carry patient data."""
+    return "".join(traceback.format_list(traceback.extract_tb(exc.__traceback__))).rstrip()
 
 
 def _origin(exc: BaseException) -> str:
@@ -457,9 +587,20 @@ def _build(
         except SactCdsError as exc:
             errors.append(exc)
     try:
-        cards.override_reasons(kb.resources)
+        known_reasons = {r["code"] for r in cards.override_reasons(kb.resources)}
     except KnowledgeError as exc:
         errors.append(exc)
+    else:
+        for plan in plans.values():
+            declared = [(r.action_id or r.code, r.override_codes) for r in plan.rules]
+            declared.append((plan.template.action_id or TEMPLATE_CODE, plan.template.override_codes))
+            for action_id, codes in declared:
+                for code in codes:
+                    if code not in known_reasons:
+                        errors.append(KnowledgeError(
+                            f"override reason {code!r} is not in CodeSystem override-reason",
+                            artifact=plan.url, action_id=action_id,
+                        ))
     return errors, warnings, plans, services
 
 

@@ -222,6 +222,11 @@ def _short(url: str) -> str:
     return url.rsplit("/", 1)[-1]
 
 
+def _regimen_name(url: str) -> str:
+    """A regimen as a card names it (never its id): whom it is for."""
+    return "for patients in CR/CRi" if url.rstrip("/").endswith("CrCri") else "for patients not in CR/CRi"
+
+
 def _dose_days(schedule: RegimenSchedule, number: int) -> str:
     definition = schedule.cycle(number)
     days = []
@@ -253,7 +258,7 @@ def regimen_dose(ctx: FeatureContext, p: Placement, in_cr_cri: bool | None) -> t
     values = {s.mg_per_m2(number, day) for s in schedules}
     if None in values:
         off = next(s for s in schedules if s.mg_per_m2(number, day) is None)
-        return None, None, (f"day {day} of cycle {number} is not a dose day of the regimen {_short(off.url)} "
+        return None, None, (f"day {day} of cycle {number} is not a dose day of the regimen {_regimen_name(off.url)} "
                             f"(inotuzumab on days {_dose_days(off, number)}), so the mg/m² for it is "
                             "unknown: check the date of the dose")
     if len(values) > 1:
@@ -297,16 +302,16 @@ def bsa_dose(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
     for p in c.selected:
         dose = drafts[p.reference].dose
         if dose.problem:
-            problems.append(f"{p.reference}: {dose.problem}")
+            problems.append(f"the dose on {p.day.isoformat()}: {dose.problem}")
         known_cycle = c.problem is None
         regimen_mg_m2 = regimen_url = not_in_cr_mg_m2 = None
         if not known_cycle:
-            problems.append(f"{p.reference}: the mg/m² for that day is unknown (the cycle cannot be placed: "
+            problems.append(f"the dose on {p.day.isoformat()}: the mg/m² for that day is unknown (the cycle cannot be placed: "
                             f"{c.problem})")
         else:
             regimen_mg_m2, regimen_url, why = regimen_dose(ctx, p, in_cr_cri)
             if why:
-                problems.append(f"{p.reference}: {why}")
+                problems.append(f"the dose on {p.day.isoformat()}: {why}")
             if not_in_cr is not None:
                 not_in_cr_mg_m2 = not_in_cr.mg_per_m2(p.cycle_number, p.day_of_cycle)
         calculated = round(bsa * regimen_mg_m2, 2) if bsa and regimen_mg_m2 else None
@@ -333,6 +338,7 @@ def bsa_dose(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
             "in_cr_cri": in_cr_cri,
             "regimen_mg_m2": regimen_mg_m2,
             "regimen": _short(regimen_url) if regimen_url else None,
+            "regimen_name": _regimen_name(regimen_url) if regimen_url else None,
             "not_in_cr_mg_m2": not_in_cr_mg_m2,
         })
     value.update({"doses": doses, "tolerance_percent": ctx.policy.bsa_dose_tolerance_percent,

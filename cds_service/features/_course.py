@@ -190,7 +190,7 @@ def _course_evidence(c: Course) -> list[Evidence]:
     else:
         out.append(Evidence("No inotuzumab administration recorded before this order"))
     for p in c.selected:
-        extra = " (no date on the order: taken as today)" if p.date_assumed else ""
+        extra = " (the order gives no planned day: today is assumed)" if p.date_assumed else ""
         since = f", {p.days_since_previous} days after the previous dose" if p.previous_day else ""
         where = f"cycle {p.cycle_number}, day {p.day_of_cycle}" if p.cycle_number else "cycle not placed"
         out.append(Evidence(f"Drafted dose {p.day.isoformat()}{extra}: {where}{since}", p.reference, p.day.isoformat()))

@@ -48,6 +48,27 @@ ATTESTED = {
 }
 
 
+#: Each criterion as a card names it: the display of CodeSystem ino2-criterion (a test
+#: keeps the two equal), so a card never shows a criterion code.
+DISPLAYS = {
+    "application-consultant": "Application by an accredited consultant",
+    "vod-risk-awareness": "Prescriber aware of VOD/SOS risk",
+    "rr-cd22-bcp-all": "Relapsed/refractory CD22-positive B-cell precursor ALL",
+    "ph-status-tki": "Ph-negative, or Ph-positive after a failed 2nd/3rd-generation TKI",
+    "prior-intensive-chemo": "Prior intensive combination chemotherapy",
+    "child": "The patient is a child",
+    "puberty-dosing": "Post-pubescent, or pre-pubescent with the trial dosage",
+    "principal-treatment-centre": "Requested and given in a principal treatment centre",
+    "mdt-discussion": "Discussed at a paediatric MDT",
+    "performance-status": "Performance status 0-2",
+    "treatment-duration-policy": "Treatment duration policy applies",
+    "monotherapy": "Used as monotherapy",
+    "no-planned-break": "No planned break over 6 weeks beyond the cycle length",
+    "unlicensed-policy": "Trust unlicensed-medicines policy followed",
+    "spc-use": "Otherwise used as in the SPC",
+}
+
+
 def _child(record: PatientRecord, ctx: FeatureContext, ev: list[Evidence]) -> Finding | None:
     age = patient_age(record, ctx)
     ev.extend(age.evidence)
@@ -130,7 +151,7 @@ def _monotherapy(record: PatientRecord, ctx: FeatureContext, ev: list[Evidence])
     other = other_sact(record, ctx)
     if other.status == "met":
         ev.extend(other.evidence)
-        return ("unmet", "Another anti-cancer agent is drafted or active with inotuzumab.", True)
+        return ("unmet", "Another anti-cancer agent is drafted or active with inotuzumab: see the monotherapy card.", True)
     if other.status == "not_met" and other.value is not None:
         return ("met", "No other anti-cancer agent is drafted or active.", True)
     return None
@@ -183,12 +204,14 @@ def ino2_criteria(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
         else:
             finding = None
         if finding is not None and finding[0] != "met" and attested is True and finding[2]:
-            finding = (finding[0], finding[1] + f" (The INO2 form of {when} attests it.)", True)
+            finding = (finding[0], finding[1] + f" The record and the INO2 form of {when} disagree: the form "
+                       "attests this criterion; the record was used.", True)
         if finding is not None and finding[0] == "met" and attested is False:
-            finding = ("unmet", finding[1] + f" But the INO2 form of {when} records it as not met.", True)
+            finding = ("unmet", finding[1] + f" The record and the INO2 form of {when} disagree: the form records "
+                       "it as not met; the form was used.", True)
         if finding is None:
             finding = _from_form(code, attested, when, qr is not None)
-        criteria.append({"code": code, "status": finding[0], "reason": finding[1]})
+        criteria.append({"code": code, "display": DISPLAYS.get(code, code), "status": finding[0], "reason": finding[1]})
     open_ = [{"code": c["code"], "status": c["status"]} for c in criteria if c["status"] != "met"]
     value = {
         "criteria": criteria,

@@ -123,7 +123,7 @@ def read_x_uln(name: str, when: datetime, obs: Resource) -> Result | str:
     """The result as a multiple of its own ULN, or why it cannot be read at all."""
     q = quantity(obs.get("valueQuantity"))
     if q is None:
-        return f"{_LABEL[name]} {reference_of(obs)} has no numeric value"
+        return f"{_LABEL[name]} result of {when.date().isoformat() if when else 'unknown date'} has no numeric value"
     value, unit = q
     if value < 0:  # SitePolicy plausible_*: a negative result is physically impossible
         return (f"{_LABEL[name]} {fmt(value)} {unit} on {when.date().isoformat()} is implausible "
@@ -272,7 +272,7 @@ def blood_counts(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
                 evidence.append(Evidence(why, reference_of(obs), when.date().isoformat()))
                 continue
             if count is None:
-                value["problems"].append(f"{_LABEL[name]} {reference_of(obs)}: value or unit {unit!r} cannot be read")
+                value["problems"].append(f"{_LABEL[name]} of {when.date().isoformat()}: the value or unit ({unit}) cannot be read")
                 evidence.append(Evidence(f"{_LABEL[name]}: value or unit {unit!r} cannot be read",
                                          reference_of(obs), when.date().isoformat()))
                 continue

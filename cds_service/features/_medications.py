@@ -283,10 +283,10 @@ def administrations(
             continue
         when = moment(res, when_read)
         if when is None:
-            notes.append(f"{reference_of(res)} has no date and was not counted")
+            notes.append("an administration with no date was not counted")
             continue
         if when.date() > today:
-            notes.append(f"{reference_of(res)} is dated in the future and was not counted")
+            notes.append(f"an administration dated in the future ({when.date().isoformat()}) was not counted")
             continue
         given.append(Administration(when.date(), reference_of(res)))
     given.sort(key=lambda a: (a.day, a.reference))

@@ -44,7 +44,7 @@ class DraftDose:
         dose = f"{fmt(self.dose.mg, 4)} mg" if self.dose.mg is not None else "no dose in mg"
         if self.dose.mg_per_m2 is not None:
             dose += f" ({fmt(self.dose.mg_per_m2, 4)} mg/m²)"
-        when = f"{self.day.isoformat()}" + (" (no date on the order: taken as today)" if self.date_assumed else "")
+        when = f"{self.day.isoformat()}" + (" (the order gives no planned day: today is assumed)" if self.date_assumed else "")
         return f"Inotuzumab ozogamicin {dose} drafted for {when}"
 
 

@@ -26,6 +26,8 @@ from cds_service.record import PatientRecord, Resource, reference_of
 
 _COUNTS = frozenset({"completed", "amended"})
 _RESPONSES = {"cr": "CR", "cri": "CRi", "not-in-cr": "not-in-CR"}
+#: how a card names each status: words, not the code
+_SHOWN = {"CR": "CR", "CRi": "CRi", "not-in-CR": "not in CR/CRi"}
 
 
 def ino2_responses(record: PatientRecord) -> list[Resource]:
@@ -180,12 +182,12 @@ def response_status(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
         in_cr = {c[2] != "not-in-CR" for c in newest}
         if len(in_cr) > 1:
             conflict = (f"the records of {latest_day.isoformat()} disagree ("
-                        + "; ".join(f"{c[2]} from {c[3]}" for c in newest) + ")")
-            evidence.extend(Evidence(f"Response {c[2]} from {c[3]}", c[4], c[0].isoformat()) for c in newest)
+                        + "; ".join(f"{_SHOWN.get(c[2], c[2])} from {c[3]}" for c in newest) + ")")
+            evidence.extend(Evidence(f"Response {_SHOWN.get(c[2], c[2])} from {c[3]}", c[4], c[0].isoformat()) for c in newest)
         else:
             day, _, status, source, ref = sorted(newest, key=lambda c: c[1])[0]
             source_date = day.isoformat()
-            evidence.append(Evidence(f"Response to treatment {status}, from {source}", ref, source_date))
+            evidence.append(Evidence(f"Response to treatment {_SHOWN.get(status, status)}, from {source}", ref, source_date))
     for form in unanswered:
         when = form_date(form)
         if when and (source_date is None or when > source_date):
@@ -209,7 +211,7 @@ def response_status(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
         why = "no completed INO2 form" if qr is None else "no INO2 form or record states the response"
         if unavailable(record, "QuestionnaireResponse"):
             why = "the INO2 form could not be read"
-    note = f"Response to treatment unknown: {why}. Record CR, CRi or not-in-CR on the INO2 form."
+    note = f"Response to treatment unknown: {why}. Record the response (CR, CRi, or not in CR/CRi) on the INO2 form."
     return FeatureValue("unknown", value, tuple(evidence), note)
 
 

@@ -20,6 +20,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from cds_service.replay import stats
 from cds_service.replay._compare import rule_of
 from cds_service.replay._html import html_report
 from cds_service.replay.run import ScenarioResult
@@ -104,12 +105,23 @@ def print_summary(console: Console, results: Sequence[ScenarioResult]) -> None:
             console.print(Text(f"{r.status}: {r.title} ({r.path})", style=STATUS_STYLE[r.status]))
 
 
+def print_stats(console: Console, results: Sequence[ScenarioResult]) -> None:
+    """The alert burden table (``replay --stats``): cards per hook call by indicator."""
+    table = Table(title="Alert burden: cards per hook call", show_header=True)
+    for name in ("hook", "calls", "per call", "crit", "warn", "info", "max", "0 cards", "unavail"):
+        table.add_column(name, justify="left" if name == "hook" else "right")
+    for s in stats.burden((r.hook or "?", r.cards) for r in results if r.status != "error"):
+        table.add_row(s.hook, str(s.calls), f"{s.per_call:.2f}", f"{s.critical:.2f}", f"{s.warning:.2f}",
+                      f"{s.info:.2f}", str(s.max_cards), str(s.no_card), str(s.with_data_unavailable))
+    console.print(table)
+
+
 # ---------------------------------------------------------------- JSON
 
 
-def as_json(results: Sequence[ScenarioResult]) -> str:
+def as_json(results: Sequence[ScenarioResult], *, with_stats: bool = False) -> str:
     counts = summary_counts(results)
-    doc = {
+    doc: dict[str, Any] = {
         "summary": {
             "scenarios": len(results),
             "passed": counts["passed"],
@@ -119,6 +131,8 @@ def as_json(results: Sequence[ScenarioResult]) -> str:
         },
         "results": [r.as_json() for r in results],
     }
+    if with_stats:
+        doc["stats"] = [s.as_json() for s in stats.burden((r.hook or "?", r.cards) for r in results if r.status != "error")]
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
 

@@ -55,6 +55,7 @@ class ScenarioResult:
     requests: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     expected: Any = None
+    hook: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -154,7 +155,7 @@ class Replayer:
     ) -> ScenarioResult:
         """Replay one scenario: every service of its hook, cards merged in service order."""
         started = time.perf_counter()
-        result = ScenarioResult(scenario.path, scenario.title, "error", expected=scenario.expect)
+        result = ScenarioResult(scenario.path, scenario.title, "error", expected=scenario.expect, hook=scenario.hook)
         try:
             resolved = scenario.resolved(replay_now)
             result.now = resolved.now

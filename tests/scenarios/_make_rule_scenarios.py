@@ -373,7 +373,7 @@ def build() -> None:  # noqa: PLR0915 - one scenario per statement reads best
                                    "code": {"coding": [{"system": SNOMED, "code": "58390007",
                                                         "display": "Allogeneic bone marrow transplantation"}]},
                                    "subject": {"reference": f"Patient/{PT}"}, "performedDateTime": "now-600d"}]),
-             cards=[card("hepatotoxicity-vod", "warning", ["stem cell transplant", "two alkylating agents"])])
+             cards=[card("hepatotoxicity-vod", "warning", ["stem cell transplant", "previous HSCT"])])
     scenario("hepatotoxicity-prior-vod-critical", "Previous hepatic VOD is critical (EU contraindication)",
              Case(**quiet, extra=[condition("vod", "Hepatic veno-occlusive disease", clinical="resolved",
                                             onset="today-600d")]),
@@ -387,7 +387,7 @@ def build() -> None:  # noqa: PLR0915 - one scenario per statement reads best
              cards=[card("hepatotoxicity-vod", "warning", ["2 cycles", "two alkylating agents"])])
     scenario("hepatotoxicity-bilirubin-at-uln-warns", "Total bilirubin exactly at the ULN is a risk factor: warning",
              Case(**quiet, liver={"bilirubin": (21, 21, "umol/L")}),
-             cards=[card("hepatotoxicity-vod", "warning", ["at or above the ULN"])])
+             cards=[card("hepatotoxicity-vod", "warning", ["bilirubin 1 × ULN"])])
     scenario("hepatotoxicity-bilirubin-below-uln-no-card", "Total bilirubin just below the ULN is no risk factor",
              Case(**quiet, liver={"bilirubin": (20.9, 21, "umol/L")}), absent=["hepatotoxicity-vod"])
     scenario("hepatotoxicity-cycle-3-warns", "A third cycle is a VOD risk factor (risk rises with cycles)",
@@ -489,7 +489,7 @@ def build() -> None:  # noqa: PLR0915 - one scenario per statement reads best
     scenario("remission-dosing-cr-day1-0.8-warns",
              "In CR at cycle 2 day 1 but ordered 0.8 mg/m2 (not-in-CR schedule): warning pointing to the CR/CRi regimen",
              Case(given=C1_DONE, response="CR", ino={"mg": 0.8, "mg_m2": 0.8, "on": "today"}),
-             cards=[card("remission-dosing", "warning", ["InotuzumabPaedRrBallCrCri"])])
+             cards=[card("remission-dosing", "warning", ["regimen for CR/CRi achieved", "0.5 mg/m²"])])
     scenario("remission-dosing-cr-day1-0.5-no-card", "In CR at cycle 2 day 1 with 0.5 mg/m2: no remission-dosing card",
              Case(**quiet), absent=["remission-dosing"])
     scenario("remission-dosing-not-in-cr-0.8-no-card", "Not in CR at cycle 2 day 1 with 0.8 mg/m2 is the right schedule",

@@ -21,6 +21,7 @@ never copied from the tool's output.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -426,10 +427,7 @@ def ph_negative_first_cycle() -> tuple[dict[str, Any], Record]:
     bsa = r.measured(-1, 128.0, 26.0)  # 0.96 m2
     r.performance(-3, ecog=1)
     r.attestation(-2, answers={}, response="not-in-CR", mrd_negative=False, hsct_planned=True)
-    r.draft("draft-ino-c1d1", "inotuzumab ozogamicin", on=0, dose=round(0.8 * bsa, 2), unit="mg", route="IV",
-            text=f"Inotuzumab ozogamicin 0.8 mg/m2 ({round(0.8 * bsa, 2)} mg) IV over 1 hour, cycle 1 day 1",
-            authored_hours_ago=1)
-    r.premedication_drafts(0)
+    _signed_today(r, "draft-ino-c1d1", bsa, 0.8, "cycle 1 day 1")
     header = {
         "title": "Whole record: Ph-negative child refractory to blinatumomab, cycle 1 day 1 fully premedicated",
         "description": "Realistic record (~3 years): frontline chemotherapy by name, relapse, two blinatumomab cycles, "
@@ -673,6 +671,89 @@ def ph_positive_imatinib_only() -> tuple[dict[str, Any], Record]:
 # Reasoned from the rule definitions (CodeSystem sact-cds-rule definitions and the rule
 # PlanDefinitions), not copied from replay output. See each patient's docstring.
 
+def _clean_child(key: str, seed: int) -> tuple[Record, float]:
+    """Boy, 10, Ph-negative BCP-ALL, relapsed and refractory to blinatumomab; no HSCT
+    planned, no liver disease, labs and counts normal, ECOG 0, every INO2 criterion
+    attested; antiviral, PJP and non-azole antifungal prophylaxis active. Returns the
+    record and today's BSA (m2)."""
+    r = Record(key, seed=seed)
+    r.patient(gender="male", birth_day=-3700, given="Idris", family="Testpatient")
+    diagnosis = -1000
+    r.condition(text="B-cell precursor acute lymphoblastic leukaemia, Philadelphia-negative, CD22-positive",
+                onset=diagnosis, status="relapse", note="Bone marrow relapse; refractory to blinatumomab.")
+    r.finding(text="Cytogenetics (BCR-ABL1)", on=diagnosis, value="BCR-ABL1 negative (Philadelphia negative)")
+    ended = r.frontline(diagnosis + 2)
+    relapse = -90
+    r.finding(text="Bone marrow immunophenotype", on=relapse, value="CD22+ B-cell precursor blasts 38%")
+    r.prescribed("blinatumomab", relapse + 5, relapse + 33, "Blinatumomab 15 micrograms/m2/day continuous IV infusion",
+                 route="IV", status="stopped", reason="Refractory disease")
+    r.given("blinatumomab", relapse + 5, 15, "ug/d", "IV", until=relapse + 33)
+    r.prescribed("co-trimoxazole", diagnosis + 2, ended, "Co-trimoxazole 450 mg PO twice daily Sat/Sun (PJP prophylaxis)")
+    r.prescribed("co-trimoxazole", relapse, None, "Co-trimoxazole 450 mg PO twice daily Sat/Sun (PJP prophylaxis)", status="active")
+    r.prescribed("aciclovir", relapse, None, "Aciclovir 400 mg PO twice daily (HSV prophylaxis)", status="active")
+    r.prescribed("liposomal amphotericin", relapse + 3, None, "Liposomal amphotericin 3 mg/kg IV twice weekly (antifungal prophylaxis)",
+                 status="active", route="IV")
+    r.lab_history(diagnosis, relapse - 10, 28)
+    r.lab_history(relapse, -9, 7, counts_scale=0.8)
+    r.growth(diagnosis, -20, 60, height=(130.0, 139.0), weight=(27.0, 31.5))
+    bsa = r.measured(-1, 139.0, 32.0)
+    r.performance(-3, ecog=0)
+    r.attestation(-4, answers={}, response="not-in-CR", mrd_negative=False, hsct_planned=False)
+    return r, bsa
+
+
+def _signed_today(r: Record, key: str, bsa: float, mg_m2: float, label: str) -> None:
+    """Today's inotuzumab draft at the regimen dose for the BSA, with its premedication."""
+    mg = round(mg_m2 * bsa, 2)
+    r.draft(key, "inotuzumab ozogamicin", on=0, dose=mg, unit="mg", route="IV",
+            text=f"Inotuzumab ozogamicin {mg_m2} mg/m2 ({mg} mg) IV over 1 hour, {label}", authored_hours_ago=1)
+    r.premedication_drafts(0)
+
+
+#: The clean child's two signed doses: (record key, seed, title tail, description).
+_CLEAN = {
+    1: ("wr-clean-c1d1", 707, "cycle 1 day 1 signs with one info card",
+        "Realistic record (~3 years), every INO2 criterion documented, no VOD risk factor, labs and counts "
+        "normal, dose = BSA x 0.8 mg/m2, full premedication: only the supportive-care reminder of a new cycle."),
+    8: ("wr-clean-c1d8", 808, "cycle 1 day 8 signs with no card",
+        "The same clean record a week later: day 1 given with premedication, day 8 drafted at the "
+        "regimen dose with premedication, labs and counts fine."),
+}
+
+
+def clean_sign(day: int) -> tuple[dict[str, Any], Record]:
+    """The clean child signing cycle 1 day ``day`` (1: 0.8 mg/m2; 8: 0.5 mg/m2 a week after
+    day 1 was given), premedicated, labs and counts normal."""
+    key, seed, tail, description = _CLEAN[day]
+    r, bsa = _clean_child(key, seed)
+    if day == 8:
+        r.panel(-8, bilirubin=6.0, alt=22.0, ast=30.0, alp=210.0, anc=1.9, plt=140.0)
+        r.ino_cycle(-7, bsa, doses_mg_m2=(0.8,), days=(0,))
+        r.panel(-1, bilirubin=7.0, alt=26.0, ast=31.0, alp=220.0, anc=1.5, plt=120.0)
+    else:
+        r.panel(-1, bilirubin=6.0, alt=22.0, ast=30.0, alp=210.0, anc=1.9, plt=140.0)
+    _signed_today(r, f"draft-ino-c1d{day}", bsa, 0.8 if day == 1 else 0.5, f"cycle 1 day {day}")
+    header = {
+        "title": f"Whole record, alert burden: a clean, fully documented {tail}",
+        "description": description,
+        "hook": "order-sign",
+        "expect": EXPECT[f"clean_cycle1_day{day}_sign"],
+    }
+    return header, r
+
+
+def ph_negative_first_cycle_sign() -> tuple[dict[str, Any], Record]:
+    """The Ph-negative first-cycle record at order-sign (the session complete)."""
+    header, r = ph_negative_first_cycle()
+    header = {
+        "title": "Whole record, alert burden: Ph-negative child with HSCT planned signs cycle 1 day 1 (two cards)",
+        "description": header["description"] + " Signed (order-sign): the session-only checks run too.",
+        "hook": "order-sign",
+        "expect": EXPECT["ph_negative_first_cycle_sign"],
+    }
+    return header, r
+
+
 EXPECT: dict[str, dict[str, Any]] = {
     "ph_negative_first_cycle": {
         # ino2-eligibility: absent. Every criterion is met: age 8 (<18), B-ALL coded (SNOMED
@@ -698,22 +779,22 @@ EXPECT: dict[str, dict[str, Any]] = {
         # order-sign: every draft (inotuzumab + 3 premedications) is selected.
         # azole-antifungal: fires (warning): inotuzumab selected and fluconazole active
         #   (MedicationRequest status active). No azole draft -> no removal suggestion.
-        # remission-dosing: fires (warning): cycle 2 day 1 (49 days after cycle 1 day 1, past
-        #   the 21-day cycle), the INO2 form says CR, and 1.31 mg / BSA 1.64 m2 = 0.799 mg/m2,
-        #   within 5 % of 0.8.
         # bsa-dose: fires (stat -> critical): in CR the day-1 dose is 0.5 mg/m2; 0.799 is 60 % above
         #   it, beyond the 15 % gross-error band (issue 10 a): 1.31 mg = 1.6 x the calculated
         #   1.64 m2 x 0.5 = 0.82 mg, with the calculated dose offered as a replacement.
+        # remission-dosing: fires (warning): cycle 2 day 1, the INO2 form says CR, 1.31 mg / BSA
+        #   1.64 m2 = 0.799 mg/m2. It declares it supersedes bsa-dose (the same problem), but a
+        #   critical card is never hidden behind a warning: both show, the critical first.
         # hepatotoxicity-vod: fires (warning): prior HSCT (Procedure 234336002, completed).
         # Absent: ino2-eligibility (all met: dasatinib = second-generation TKI, Karnofsky 90
         #   >= 70, age 15), supportive-care (day 1 of cycle 2 but in CR), blood-counts (ANC 2.1,
         #   platelets 164), treatment-break (28 days beyond, limit 42), premedication (all 3
         #   drafted), liver-function-hold (bilirubin 9/21), cycle-limit (2 cycles).
         "cards": [
-            {"rule": "azole-antifungal", "indicator": "warning", "contains": ["fluconazole"]},
-            {"rule": "remission-dosing", "indicator": "warning"},
             {"rule": "bsa-dose", "indicator": "critical", "contains": ["1.31 mg ordered = 1.6 × the calculated 0.82 mg"],
              "suggestions": ["Replace the drafted inotuzumab dose"]},
+            {"rule": "azole-antifungal", "indicator": "warning", "contains": ["fluconazole"]},
+            {"rule": "remission-dosing", "indicator": "warning"},
             {"rule": "hepatotoxicity-vod", "indicator": "warning"},
         ],
         "absent": ["ino2-eligibility", "supportive-care", "blood-counts", "treatment-break", "premedication",
@@ -796,6 +877,30 @@ EXPECT: dict[str, dict[str, Any]] = {
                    "cycle-limit", "treatment-break", "dose-schedule", "data-unavailable"],
         "only": True,
     },
+    "clean_cycle1_day1_sign": {
+        # Alert-burden target (issue 13): a clean, fully documented order gives no warning or
+        # critical card and at most one info card. Cycle 1 day 1 starts a cycle, so the
+        # supportive-care reminder (info) is the one card; everything else is met or absent:
+        # every INO2 criterion attested and consistent with the record (age 10, Ph-negative,
+        # ECOG 0, blinatumomab stopped 57 days ago), no VOD risk factor (no HSCT, no liver
+        # disease, bilirubin 6/21), counts normal, dose = BSA x 0.8 mg/m2, premedication drafted.
+        "cards": [{"rule": "supportive-care", "indicator": "info"}],
+        "only": True,
+    },
+    "clean_cycle1_day8_sign": {
+        # The same child on day 8 (7 days after day 1, inside the 6-10 window; 0.5 mg/m2 x BSA;
+        # premedicated): not a new cycle, so not even the supportive-care reminder: no card.
+        "cards": [],
+        "only": True,
+    },
+    "ph_negative_first_cycle_sign": {
+        # As ph_negative_first_cycle, signed: hepatotoxicity-vod (HSCT planned is a risk
+        # factor: warning) and supportive-care (info); the dose is BSA x 0.8 mg/m2 and the
+        # premedication is drafted, so the session checks stay silent.
+        "cards": [{"rule": "hepatotoxicity-vod", "indicator": "warning"},
+                  {"rule": "supportive-care", "indicator": "info"}],
+        "only": True,
+    },
 }
 
 PATIENTS = {
@@ -805,6 +910,9 @@ PATIENTS = {
     "whole-record-no-cr-after-three-cycles.json": not_in_cr_after_three_cycles,
     "whole-record-azole-drafted-mid-course.json": azole_drafted_mid_course,
     "whole-record-ph-positive-imatinib-only.json": ph_positive_imatinib_only,
+    "whole-record-burden-clean-cycle-1-day-1-sign.json": functools.partial(clean_sign, 1),
+    "whole-record-burden-clean-cycle-1-day-8-sign.json": functools.partial(clean_sign, 8),
+    "whole-record-burden-ph-negative-cycle-1-day-1-sign.json": ph_negative_first_cycle_sign,
 }
 
 
