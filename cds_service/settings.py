@@ -67,8 +67,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "Address to bind. Loopback by default; any other address needs trusted "
             "issuers or --allow-unauthenticated."),
     Setting("port", 8080, "TCP port to bind.", kind=int),
-    Setting("workers", 1, "uvicorn worker processes (each loads the knowledge and keeps its own JWT "
-            "replay cache).", kind=int),
+    Setting("workers", 1, "uvicorn worker processes (each loads the knowledge; used JWT ids are shared "
+            "through the store).", kind=int),
     Setting("data_dir", "./data", "Directory for local state (the default SQLite audit store); created "
             "if missing.", kind=Path),
     Setting("database_url", "", "SQLAlchemy URL of the audit store. Empty = sqlite:///<data_dir>/audit.sqlite; "
@@ -77,8 +77,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("knowledge_dirs", None, "Directories of FHIR knowledge artifacts to serve (os.pathsep-separated "
             "in the environment). Default: the bundled plan_definitions/ and fhir_profiles/.", kind=tuple),
     Setting("public_base_url", "", "Public base URL of this service as clients call it (e.g. "
-            "https://cds.example.org); JWT `aud` is checked against it. Empty = the URL of the incoming "
-            "request."),
+            "https://cds.example.org); JWT `aud` is checked against it, never against the request's Host "
+            "header. Required with trusted issuers on a non-loopback address; empty on loopback = the bind "
+            "address (http://127.0.0.1:<port>)."),
     Setting("cors_origins", ("https://sandbox.cds-hooks.org",), "Browser origins allowed by CORS "
             "(comma-separated). Default: only the reference CDS Hooks sandbox; `*` allows any origin "
             "(credentials are never allowed).", kind=tuple),
@@ -108,8 +109,10 @@ SETTINGS: tuple[Setting, ...] = (
             "unknown `kid` refetches sooner).", section="security", kind=int),
     Setting("jwt_leeway_seconds", 30, "Clock skew tolerated on `exp` and `iat`.", section="security",
             kind=int),
-    Setting("jwt_max_lifetime_seconds", 3600, "Longest accepted `exp - iat` (bounds the `jti` replay "
-            "cache); an issuer may override it.", section="security", kind=int),
+    Setting("jwt_max_lifetime_seconds", 3600, "Longest accepted `exp - iat` (bounds how long a used `jti` "
+            "is kept in the store); an issuer may override it.", section="security", kind=int),
+    Setting("jwt_max_bytes", 8192, "Longest bearer token accepted (bytes); a longer one is refused with 401 "
+            "before it is decoded.", section="security", kind=int),
 )
 # fmt: on
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -185,6 +188,7 @@ class Settings:
     jwks_cache_seconds: int = 300
     jwt_leeway_seconds: int = 30
     jwt_max_lifetime_seconds: int = 3600
+    jwt_max_bytes: int = 8192
     policy: SitePolicy = field(default_factory=SitePolicy)
     config_file: Path | None = None
 
@@ -220,7 +224,7 @@ def mask_url(url: str) -> str:
 def _check(s: Settings) -> None:
     if not 0 < s.port < 65536:
         raise SettingsError(f"port must be 1-65535, got {s.port}", field="port")
-    for name in ("workers", "fetch_concurrency", "fetch_max_pages", "max_request_bytes"):
+    for name in ("workers", "fetch_concurrency", "fetch_max_pages", "max_request_bytes", "jwt_max_bytes"):
         if getattr(s, name) < 1:
             raise SettingsError(f"{name} must be at least 1", field=name)
     if s.fetch_timeout_seconds <= 0:

@@ -51,7 +51,7 @@ from cds_service.api.feedback import feedback
 from cds_service.api.health import healthz, readyz
 from cds_service.api.hooks import call_service
 from cds_service.api.metrics import Metrics, metrics_endpoint
-from cds_service.api.security import Authenticator, AuthError, check_startup, endpoint_urls
+from cds_service.api.security import Authenticator, AuthError, base_urls, check_startup, endpoint_urls
 from cds_service.errors import MalformedRequest, PrefetchUnavailable
 from cds_service.settings import Settings, SettingsError, load_settings, mask_url
 from cds_service.store import AuditStore, InvocationRecord
@@ -70,7 +70,10 @@ class ServiceState:
     ) -> None:
         self.settings, self.engine, self.store, self.transport = settings, engine, store, transport
         self.metrics = Metrics()
-        self.auth = Authenticator(settings, self.http)
+        self.auth = Authenticator(
+            settings, self.http, claim=store.claim_token if settings.trusted_issuers else None
+        )
+        self.aud_bases = base_urls(settings)
         self.services: dict[str, list[Any]] = {}
         for definition in engine.services:
             self.services.setdefault(definition.id, []).append(definition)
@@ -109,11 +112,11 @@ class ServiceState:
         return found
 
     async def authenticate(self, request: Request, path: str, *, parent_too: bool = False) -> dict[str, Any]:
-        """Verify the bearer JWT with ``aud`` = this endpoint's URL (``parent_too``: or
-        the URL one path segment up, which feedback tolerates)."""
-        audiences = endpoint_urls(str(request.url), self.settings.public_base_url, path)
+        """Verify the bearer JWT with ``aud`` = this endpoint's URL under the configured base
+        (``parent_too``: or the URL one path segment up, which feedback tolerates)."""
+        audiences = endpoint_urls(self.aud_bases, path)
         if parent_too:
-            audiences += endpoint_urls(audiences[0].rsplit("/", 1)[0], "", "")
+            audiences += endpoint_urls(self.aud_bases, path.rsplit("/", 1)[0])
         return await self.auth.verify(request.headers.get("authorization"), audiences)
 
     async def write_audit(self, record: InvocationRecord) -> None:

@@ -14,22 +14,25 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import create_engine, event, insert, select, text
+from sqlalchemy import create_engine, delete, event, insert, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import selectinload, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from cds_service.settings import mask_url
-from cds_service.store._models import Base, Card, Feedback, Invocation
+from cds_service.store._models import Base, Card, Feedback, Invocation, SeenToken
 
 log = logging.getLogger(__name__)
+#: Expired used-token rows are deleted once every this many token checks.
+PRUNE_EVERY = 1000
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,12 @@ class AuditStore:
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._ready = False
         self._lock = threading.Lock()
+        self._claims = 0
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        self._upsert = upsert
         try:
             self._ensure_tables()
         except SQLAlchemyError as exc:
@@ -153,6 +162,37 @@ class AuditStore:
             if cards:
                 conn.execute(insert(card_table), cards)
         return ids
+
+    def claim_token(self, issuer: str, jti: str, expires_at: float, now: float | None = None) -> bool:
+        """Mark the token ``issuer|jti`` used until ``expires_at`` (epoch seconds); False if
+        it was already used and has not expired (a replay). One upsert statement, atomic
+        in the database, so two processes racing with the same token cannot both win: a
+        row is inserted, or an *expired* row taken over; an unexpired row is left alone
+        and nothing is returned. Expired rows are pruned now and then (``_prune_tokens``).
+        Raises ``SQLAlchemyError`` if the database cannot answer (the caller fails closed)."""
+        self._ensure_tables()
+        now = time.time() if now is None else now
+        key = hashlib.sha256(f"{issuer}|{jti}".encode("utf-8", "surrogatepass")).hexdigest()
+        table = SeenToken.__table__
+        upsert = self._upsert(table).values(key=key, expires_at=expires_at)
+        stmt = upsert.on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={"expires_at": upsert.excluded.expires_at},
+            where=table.c.expires_at < now,
+        ).returning(table.c.key)
+        with self.engine.begin() as conn:
+            claimed = conn.execute(stmt).first() is not None
+            self._claims += 1
+            if self._claims % PRUNE_EVERY == 0:
+                conn.execute(delete(table).where(table.c.expires_at < now))
+        return claimed
+
+    def _prune_tokens(self, now: float | None = None) -> int:
+        """Delete the used-token rows that have expired; returns how many."""
+        self._ensure_tables()
+        table = SeenToken.__table__
+        with self.engine.begin() as conn:
+            return conn.execute(delete(table).where(table.c.expires_at < (now or time.time()))).rowcount
 
     def record_feedback(self, service_id: str, items: Iterable[FeedbackItem]) -> int:
         """Store feedback items; an item identical to one already stored is skipped.
