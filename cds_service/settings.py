@@ -90,6 +90,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ssl_keyfile", "", "TLS private key (PEM) for ssl_certfile.", kind=Path),
     Setting("max_request_bytes", 5_000_000, "Largest request body accepted; larger bodies get HTTP 413.",
             kind=int),
+    Setting("request_read_timeout_seconds", 10.0, "Deadline for a client to send a request head (from "
+            "connecting or the previous response; trickled bytes do not extend it: the connection is "
+            "closed) and, separately, its body (HTTP 408).", kind=float),
+    Setting("keep_alive_timeout_seconds", 5.0, "Idle keep-alive connections are closed after this long "
+            "(uvicorn's timeout_keep_alive).", kind=float),
     Setting("fetch_timeout_seconds", 5.0, "Hard timeout of each call to the client's fhirServer when "
             "prefetch is incomplete.", kind=float),
     Setting("fetch_concurrency", 10, "Most calls to fhirServer in flight at once for one hook invocation "
@@ -179,6 +184,8 @@ class Settings:
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     max_request_bytes: int = 5_000_000
+    request_read_timeout_seconds: float = 10.0
+    keep_alive_timeout_seconds: float = 5.0
     fetch_timeout_seconds: float = 5.0
     fetch_concurrency: int = 10
     fetch_max_pages: int = 10
@@ -227,8 +234,9 @@ def _check(s: Settings) -> None:
     for name in ("workers", "fetch_concurrency", "fetch_max_pages", "max_request_bytes", "jwt_max_bytes"):
         if getattr(s, name) < 1:
             raise SettingsError(f"{name} must be at least 1", field=name)
-    if s.fetch_timeout_seconds <= 0:
-        raise SettingsError("fetch_timeout_seconds must be positive", field="fetch_timeout_seconds")
+    for name in ("fetch_timeout_seconds", "request_read_timeout_seconds", "keep_alive_timeout_seconds"):
+        if getattr(s, name) <= 0:
+            raise SettingsError(f"{name} must be positive", field=name)
     if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise SettingsError(f"unknown log level {s.log_level!r}", field="log_level")
     if s.log_format not in {"json", "text"}:

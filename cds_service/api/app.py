@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,7 +41,9 @@ from cds_service.api.errors import (
     JSON,
     PayloadTooLarge,
     PrefetchMissing,
+    RequestTimeout,
     UnknownService,
+    UnsupportedMediaType,
     issue,
     outcome,
     outcome_response,
@@ -87,6 +89,16 @@ class ServiceState:
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
         self.audit_writer = AuditWriter(store)
+        self._gate: asyncio.Lock | None = None
+        self._gate_loop: asyncio.AbstractEventLoop | None = None
+
+    def cpu_gate(self) -> asyncio.Lock:
+        """The lock a hook's CPU-bound step runs under (``hooks.call_service``), one per event
+        loop (an asyncio lock belongs to one loop; tests run several)."""
+        loop = asyncio.get_running_loop()
+        if self._gate is None or self._gate_loop is not loop:
+            self._gate, self._gate_loop = asyncio.Lock(), loop
+        return self._gate
 
     def http(self) -> httpx.AsyncClient:
         """The outbound client (fhirServer fallback, JWKS), one per event loop."""
@@ -202,6 +214,12 @@ def _install_handlers(app: FastAPI, state: ServiceState) -> None:
     async def too_large(request: Request, exc: Exception) -> Response:
         return outcome_response(413, str(exc.args[0]), code="too-long")
 
+    async def media_type(request: Request, exc: Exception) -> Response:
+        return outcome_response(415, str(exc.args[0]), code="not-supported")
+
+    async def request_timeout(request: Request, exc: Exception) -> Response:
+        return outcome_response(408, str(exc.args[0]), code="timeout", headers={"Connection": "close"})
+
     async def precondition(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PrefetchUnavailable)
         reasons = getattr(exc, "reasons", None) or {k: f"prefetch '{k}' unavailable" for k in exc.missing}
@@ -228,6 +246,8 @@ def _install_handlers(app: FastAPI, state: ServiceState) -> None:
     app.add_exception_handler(MalformedRequest, malformed)
     app.add_exception_handler(UnknownService, unknown)
     app.add_exception_handler(PayloadTooLarge, too_large)
+    app.add_exception_handler(UnsupportedMediaType, media_type)
+    app.add_exception_handler(RequestTimeout, request_timeout)
     app.add_exception_handler(PrefetchMissing, precondition)
     app.add_exception_handler(PrefetchUnavailable, precondition)
     app.add_exception_handler(AuthError, auth_failed)
@@ -262,6 +282,12 @@ class _RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client went away mid-request (closed tab, EHR timeout): nothing is wrong
+            # with the service and there is nobody to answer. Counted apart, no traceback.
+            status = 499  # nginx's "client closed request", for the access log only
+            self.state.metrics.errors.labels("client_disconnect").inc()
+            log.info("client disconnected before the response was sent")
         except Exception as exc:
             self.state.metrics.errors.labels("internal").inc()
             # type and stack only: an exception message may quote request data (PHI)

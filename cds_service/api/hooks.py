@@ -8,13 +8,15 @@ anything the client sent):
 3. envelope (``envelope.py``) -> 400 naming the field
 4. prefetch completed from ``fhirServer`` (``record/_fetch.py``) -> 412 naming the keys
 5. record built leniently (``record.build_record``), fetch notes added
-6. engine evaluates on the event loop (pure CPU: a worker thread only adds GIL hand-offs)
+6. engine evaluates on the event loop (pure CPU: a worker thread only adds GIL hand-offs),
+   one request at a time behind ``state.cpu_gate`` so probes are never queued behind all
 7. the audit row is written after the response is sent; a failing store is logged and
    counted, never turned into a failed hook call
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -27,7 +29,7 @@ from starlette.requests import Request
 
 from cds_service.api import logging as cds_logging
 from cds_service.api.envelope import validate_request
-from cds_service.api.errors import JSON, PayloadTooLarge, PrefetchMissing
+from cds_service.api.errors import JSON, PayloadTooLarge, PrefetchMissing, RequestTimeout, UnsupportedMediaType
 from cds_service.errors import MalformedRequest
 from cds_service.record import build_record, complete_prefetch
 from cds_service.store import CardRecord, InvocationRecord
@@ -35,16 +37,45 @@ from cds_service.store import CardRecord, InvocationRecord
 log = logging.getLogger(__name__)
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The request body parsed as JSON; 413 past ``max_bytes``, 400 if not JSON."""
+#: What a POST body may be declared as (CDS Hooks: JSON; FHIR clients may say fhir+json).
+JSON_MEDIA_TYPES = frozenset({"application/json", "application/fhir+json"})
+
+
+def check_json_media_type(content_type: str | None) -> None:
+    """415 unless the body is declared as JSON in UTF-8 (RFC 8259 §8.1: JSON is UTF-8), so
+    a form post or a text/plain "simple request" from a browser never reaches the parser."""
+    media, _, params = (content_type or "").partition(";")
+    media = media.strip().lower()
+    charset = ""
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    if media not in JSON_MEDIA_TYPES or charset not in ("", "utf-8", "utf8"):
+        shown = f"'{media}'" if media else "none"
+        raise UnsupportedMediaType(
+            f"the request body must be JSON: send Content-Type: application/json (UTF-8; "
+            f"application/fhir+json is accepted too), not {shown}"
+            + (f" with charset {charset}" if media in JSON_MEDIA_TYPES else "")
+        )
+
+
+async def read_json(request: Request, max_bytes: int, timeout: float | None = None) -> Any:
+    """The request body parsed as JSON; 415 if not declared JSON, 413 past ``max_bytes``,
+    408 if it takes longer than ``timeout`` seconds to arrive, 400 if not JSON."""
+    check_json_media_type(request.headers.get("content-type"))
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
     if not body.strip():
         raise MalformedRequest("the request body is empty; expected a JSON object", field="(body)")
     try:
@@ -59,7 +90,7 @@ async def call_service(request: Request) -> JSON:
     started = time.perf_counter()
     await state.authenticate(request, f"/cds-services/{service_id}")
     definitions = state.lookup(service_id)  # 404 if unknown
-    body = await read_json(request, state.settings.max_request_bytes)
+    body = await read_json(request, state.settings.max_request_bytes, state.settings.request_read_timeout_seconds)
     hooks = {h: d for d in definitions for h in state.hooks_of(d)}
     req = validate_request(body, service_id, hooks)
     cds_logging.service.set(service_id)
@@ -89,32 +120,40 @@ async def call_service(request: Request) -> JSON:
             {k: f"prefetch '{k}' ({templates[k]}): {why}" for k, why in fetch.missing.items()}
         )
 
-    t_record = time.perf_counter()
-    try:
-        record = build_record({**req, "prefetch": fetch.prefetch}, templates.keys())
-    except (TypeError, AttributeError, ValueError, KeyError, RecursionError) as exc:
-        raise MalformedRequest(
-            f"context.draftOrders or prefetch could not be read ({type(exc).__name__})", field="prefetch"
-        ) from None
-    if fetch.notes:
-        record = dataclasses.replace(record, notes=(*record.notes, *fetch.notes))
-    audit.timings["record"] = (time.perf_counter() - t_record) * 1000
+    # One CPU-bound step (record, rules, card rendering) per turn of the event loop: the
+    # gate is held across one yield after the work, so requests whose bodies arrived
+    # together wait on the gate instead of running back to back in one loop iteration,
+    # and a health probe or a new connection waits for about one evaluation, not for all
+    # in flight (issue 12: /healthz took seconds under c=16). Throughput is unchanged:
+    # the work is CPU under the GIL either way.
+    async with state.cpu_gate():
+        t_record = time.perf_counter()
+        try:
+            record = build_record({**req, "prefetch": fetch.prefetch}, templates.keys())
+        except (TypeError, AttributeError, ValueError, KeyError, RecursionError) as exc:
+            raise MalformedRequest(
+                f"context.draftOrders or prefetch could not be read ({type(exc).__name__})", field="prefetch"
+            ) from None
+        if fetch.notes:
+            record = dataclasses.replace(record, notes=(*record.notes, *fetch.notes))
+        audit.timings["record"] = (time.perf_counter() - t_record) * 1000
 
-    now = datetime.now(UTC)
-    kw = {"hook": req["hook"]} if state.evaluate_takes_hook else {}
-    # Evaluation is pure CPU under the GIL: a worker thread buys no parallelism, only GIL
-    # hand-offs with the event loop (measured: 30 -> 50 hooks/s for a 500-resource patient
-    # at concurrency 16, `python -m bench`). I/O (fallback fetch, audit write) stays async.
-    evaluation = state.engine.evaluate(service_id, record, now, **kw)
-    cards = [_prune(c) for c in evaluation.cards]
-    codes = _rule_codes(cards, evaluation.rule_codes)
-    for code in codes:
-        state.metrics.cards.labels(code or "unknown").inc()
-    record_notes = {n.message for n in record.notes}
-    audit.notes = [f"{n.kind} {n.key}: {n.message}" for n in record.notes]
-    audit.notes += [str(n) for n in evaluation.notes if str(n) not in record_notes]
-    audit.timings.update(evaluation.timings_ms or {})
-    response = JSON({"cards": cards})
+        now = datetime.now(UTC)
+        kw = {"hook": req["hook"]} if state.evaluate_takes_hook else {}
+        # Evaluation is pure CPU under the GIL: a worker thread buys no parallelism, only GIL
+        # hand-offs with the event loop (measured: 30 -> 50 hooks/s for a 500-resource patient
+        # at concurrency 16, `python -m bench`). I/O (fallback fetch, audit write) stays async.
+        evaluation = state.engine.evaluate(service_id, record, now, **kw)
+        cards = [_prune(c) for c in evaluation.cards]
+        codes = _rule_codes(cards, evaluation.rule_codes)
+        for code in codes:
+            state.metrics.cards.labels(code or "unknown").inc()
+        record_notes = {n.message for n in record.notes}
+        audit.notes = [f"{n.kind} {n.key}: {n.message}" for n in record.notes]
+        audit.notes += [str(n) for n in evaluation.notes if str(n) not in record_notes]
+        audit.timings.update(evaluation.timings_ms or {})
+        response = JSON({"cards": cards})
+        await asyncio.sleep(0)  # let the loop poll before the next request's turn
     response.background = BackgroundTask(state.write_audit, audit.finish(200, cards, codes))
     log.info(
         "evaluated: %d card(s)",
