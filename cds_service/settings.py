@@ -102,6 +102,13 @@ SETTINGS: tuple[Setting, ...] = (
             kind=int),
     Setting("fetch_max_pages", 10, "Most searchset pages followed (Bundle.link next) per prefetch key.",
             kind=int),
+    Setting("fetch_deadline_seconds", 10.0, "One deadline for the whole fallback fetch of a hook call (all "
+            "keys and pages); keys unfinished by then are a 412 (or a data-unavailable card).", kind=float),
+    Setting("fetch_max_bytes", 20_000_000, "One byte budget for the whole fallback fetch of a hook call, "
+            "shared by all keys and pages.", kind=int),
+    Setting("fhir_server_allowlist", (), "fhirServer base URLs the fallback may call (comma-separated; "
+            "`http://127.0.0.1` allows every port of that host). Empty = any public https server; loopback, "
+            "private and link-local addresses only when listed. Listed = only those.", kind=tuple),
     Setting("allow_http_fhir_server", False, "Fetch from a plain-http fhirServer that is not loopback (the "
             "spec requires https in production; only for test rigs).", kind=bool),
     Setting("trusted_issuers", (), "JWT issuers trusted to call the service: a list of {iss, jwks_url | "
@@ -189,6 +196,9 @@ class Settings:
     fetch_timeout_seconds: float = 5.0
     fetch_concurrency: int = 10
     fetch_max_pages: int = 10
+    fetch_deadline_seconds: float = 10.0
+    fetch_max_bytes: int = 20_000_000
+    fhir_server_allowlist: tuple[str, ...] = ()
     allow_http_fhir_server: bool = False
     trusted_issuers: tuple[Issuer, ...] = ()
     allow_unauthenticated: bool = False
@@ -231,10 +241,22 @@ def mask_url(url: str) -> str:
 def _check(s: Settings) -> None:
     if not 0 < s.port < 65536:
         raise SettingsError(f"port must be 1-65535, got {s.port}", field="port")
-    for name in ("workers", "fetch_concurrency", "fetch_max_pages", "max_request_bytes", "jwt_max_bytes"):
+    for name in (
+        "workers",
+        "fetch_concurrency",
+        "fetch_max_pages",
+        "fetch_max_bytes",
+        "max_request_bytes",
+        "jwt_max_bytes",
+    ):
         if getattr(s, name) < 1:
             raise SettingsError(f"{name} must be at least 1", field=name)
-    for name in ("fetch_timeout_seconds", "request_read_timeout_seconds", "keep_alive_timeout_seconds"):
+    for name in (
+        "fetch_timeout_seconds",
+        "fetch_deadline_seconds",
+        "request_read_timeout_seconds",
+        "keep_alive_timeout_seconds",
+    ):
         if getattr(s, name) <= 0:
             raise SettingsError(f"{name} must be positive", field=name)
     if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -243,6 +265,11 @@ def _check(s: Settings) -> None:
         raise SettingsError("log_format must be json or text", field="log_format")
     if bool(s.ssl_certfile) != bool(s.ssl_keyfile):
         raise SettingsError("ssl_certfile and ssl_keyfile go together", field="ssl_certfile")
+    for entry in s.fhir_server_allowlist:
+        if not re.match(r"^https?://[^/]+", entry):
+            raise SettingsError(
+                f"fhir_server_allowlist entry {entry!r} is not an absolute http(s) URL", field="fhir_server_allowlist"
+            )
     if s.public_base_url and not re.match(r"^https?://[^/]+", s.public_base_url):
         raise SettingsError("public_base_url must be an absolute http(s) URL", field="public_base_url")
     seen: set[str] = set()

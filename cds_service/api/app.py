@@ -55,6 +55,7 @@ from cds_service.api.hooks import call_service
 from cds_service.api.metrics import Metrics, metrics_endpoint
 from cds_service.api.security import Authenticator, AuthError, base_urls, check_startup, endpoint_urls
 from cds_service.errors import MalformedRequest, PrefetchUnavailable
+from cds_service.record import FhirServerPolicy
 from cds_service.settings import Settings, SettingsError, load_settings, mask_url
 from cds_service.store import AuditStore, InvocationRecord
 
@@ -91,6 +92,9 @@ class ServiceState:
         self.audit_writer = AuditWriter(store)
         self._gate: asyncio.Lock | None = None
         self._gate_loop: asyncio.AbstractEventLoop | None = None
+        self.fhir_server_policy = FhirServerPolicy(settings.fhir_server_allowlist, settings.allow_http_fhir_server)
+        # DNS only when fetching over the network (an injected test transport resolves nothing)
+        self.resolve_host = _resolve if transport is None else None
 
     def cpu_gate(self) -> asyncio.Lock:
         """The lock a hook's CPU-bound step runs under (``hooks.call_service``), one per event
@@ -138,6 +142,12 @@ class ServiceState:
         except Exception as exc:  # noqa: BLE001 - the audit must never fail a hook call
             self.metrics.errors.labels("audit").inc()
             log.error("audit write failed (%s); the hook response was not affected", type(exc).__name__)
+
+
+async def _resolve(host: str) -> list[str]:
+    """The addresses ``host`` resolves to (for the fhirServer policy)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+    return [str(info[4][0]) for info in infos]
 
 
 def build_engine(settings: Settings) -> Any:

@@ -108,13 +108,16 @@ async def call_service(request: Request) -> JSON:
         timeout=settings.fetch_timeout_seconds,
         concurrency=settings.fetch_concurrency,
         max_pages=settings.fetch_max_pages,
-        allow_http=settings.allow_http_fhir_server,
         on_fetch=lambda outcome: state.metrics.fallback_fetches.labels(outcome).inc(),
+        deadline=settings.fetch_deadline_seconds,
+        max_bytes=settings.fetch_max_bytes,
+        policy=state.fhir_server_policy,
+        resolve=state.resolve_host,
     )
     audit.fetched = fetch.fetched
     audit.timings["fetch"] = (time.perf_counter() - t_fetch) * 1000
     if fetch.missing:
-        audit.notes = [f"412 prefetch '{k}': {why}" for k, why in fetch.missing.items()]
+        audit.notes = [f"412 prefetch '{k}': {fetch.reasons.get(k, why)}" for k, why in fetch.missing.items()]
         await state.write_audit(audit.finish(412, []))
         raise PrefetchMissing(
             {k: f"prefetch '{k}' ({templates[k]}): {why}" for k, why in fetch.missing.items()}

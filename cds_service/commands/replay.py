@@ -203,6 +203,11 @@ def _serve(scenario: Scenario, now: datetime, port: int, url: str | None, signer
             f"fhirServiceUrl={quote(server.url, safe='')}&patientId={quote(patient, safe='')}"
             f"&serviceDiscoveryURL={quote(discovery, safe='')}&hook={scenario.hook}"
         )
+        if url:
+            click.echo(
+                f"(the service at {url} fetches from this endpoint only if its fhir_server_allowlist "
+                f"lists it, e.g. CDS_FHIR_SERVER_ALLOWLIST={run.LOOPBACK_FHIR})"
+            )
         click.echo("Fallback path (hook call without prefetch, fhirServer = the endpoint above):")
         result = asyncio.run(_fallback(scenario, now, url, signer, server.url))
         report.print_result(console, result)
