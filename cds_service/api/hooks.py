@@ -123,40 +123,39 @@ async def call_service(request: Request) -> JSON:
             {k: f"prefetch '{k}' ({templates[k]}): {why}" for k, why in fetch.missing.items()}
         )
 
-    # One CPU-bound step (record, rules, card rendering) per turn of the event loop: the
-    # gate is held across one yield after the work, so requests whose bodies arrived
-    # together wait on the gate instead of running back to back in one loop iteration,
-    # and a health probe or a new connection waits for about one evaluation, not for all
-    # in flight (issue 12: /healthz took seconds under c=16). Throughput is unchanged:
-    # the work is CPU under the GIL either way.
-    async with state.cpu_gate():
-        t_record = time.perf_counter()
-        try:
-            record = build_record({**req, "prefetch": fetch.prefetch}, templates.keys())
-        except (TypeError, AttributeError, ValueError, KeyError, RecursionError) as exc:
-            raise MalformedRequest(
-                f"context.draftOrders or prefetch could not be read ({type(exc).__name__})", field="prefetch"
-            ) from None
-        if fetch.notes:
-            record = dataclasses.replace(record, notes=(*record.notes, *fetch.notes))
-        audit.timings["record"] = (time.perf_counter() - t_record) * 1000
+    # The CPU-bound step (record, rules, card rendering) runs on the event loop, in turns
+    # (``CpuTurns``): once the steps run back to back in one turn of the loop have used
+    # its slice, the rest wait for the next turn, so a health probe or a new connection
+    # waits for about one slice, not for every evaluation in flight (issue 12: /healthz
+    # took seconds under c=16).
+    await state.cpu_turns.wait()
+    t_record = time.perf_counter()
+    try:
+        record = build_record({**req, "prefetch": fetch.prefetch}, templates.keys())
+    except (TypeError, AttributeError, ValueError, KeyError, RecursionError) as exc:
+        raise MalformedRequest(
+            f"context.draftOrders or prefetch could not be read ({type(exc).__name__})", field="prefetch"
+        ) from None
+    if fetch.notes:
+        record = dataclasses.replace(record, notes=(*record.notes, *fetch.notes))
+    audit.timings["record"] = (time.perf_counter() - t_record) * 1000
 
-        now = datetime.now(UTC)
-        kw = {"hook": req["hook"]} if state.evaluate_takes_hook else {}
-        # Evaluation is pure CPU under the GIL: a worker thread buys no parallelism, only GIL
-        # hand-offs with the event loop (measured: 30 -> 50 hooks/s for a 500-resource patient
-        # at concurrency 16, `python -m bench`). I/O (fallback fetch, audit write) stays async.
-        evaluation = state.engine.evaluate(service_id, record, now, **kw)
-        cards = [_prune(c) for c in evaluation.cards]
-        codes = _rule_codes(cards, evaluation.rule_codes)
-        for code in codes:
-            state.metrics.cards.labels(code or "unknown").inc()
-        record_notes = {n.message for n in record.notes}
-        audit.notes = [f"{n.kind} {n.key}: {n.message}" for n in record.notes]
-        audit.notes += [str(n) for n in evaluation.notes if str(n) not in record_notes]
-        audit.timings.update(evaluation.timings_ms or {})
-        response = JSON({"cards": cards})
-        await asyncio.sleep(0)  # let the loop poll before the next request's turn
+    now = datetime.now(UTC)
+    kw = {"hook": req["hook"]} if state.evaluate_takes_hook else {}
+    # Evaluation is pure CPU under the GIL: a worker thread buys no parallelism, only GIL
+    # hand-offs with the event loop (measured: 30 -> 50 hooks/s for a 500-resource patient
+    # at concurrency 16, `python -m bench`). I/O (fallback fetch, audit write) stays async.
+    evaluation = state.engine.evaluate(service_id, record, now, **kw)
+    cards = [_prune(c) for c in evaluation.cards]
+    codes = _rule_codes(cards, evaluation.rule_codes)
+    for code in codes:
+        state.metrics.cards.labels(code or "unknown").inc()
+    record_notes = {n.message for n in record.notes}
+    audit.notes = [f"{n.kind} {n.key}: {n.message}" for n in record.notes]
+    audit.notes += [str(n) for n in evaluation.notes if str(n) not in record_notes]
+    audit.timings.update(evaluation.timings_ms or {})
+    response = JSON({"cards": cards})
+    state.cpu_turns.spent(time.perf_counter() - t_record)
     response.background = BackgroundTask(state.write_audit, audit.finish(200, cards, codes))
     log.info(
         "evaluated: %d card(s)",
