@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import create_engine, delete, event, insert, select, text
+from sqlalchemy import bindparam, create_engine, delete, event, insert, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import selectinload, sessionmaker
@@ -96,7 +96,14 @@ class AuditStore:
             from sqlalchemy.dialects.postgresql import insert as upsert
         else:
             from sqlalchemy.dialects.sqlite import insert as upsert
-        self._upsert = upsert
+        table = SeenToken.__table__
+        stmt = upsert(table).values(key=bindparam("key"), expires_at=bindparam("expires_at"))
+        # built once: the hot path only binds values (the token check runs on every request)
+        self._claim = stmt.on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={"expires_at": stmt.excluded.expires_at},
+            where=table.c.expires_at < bindparam("now"),
+        ).returning(table.c.key)
         try:
             self._ensure_tables()
         except SQLAlchemyError as exc:
@@ -173,17 +180,11 @@ class AuditStore:
         self._ensure_tables()
         now = time.time() if now is None else now
         key = hashlib.sha256(f"{issuer}|{jti}".encode("utf-8", "surrogatepass")).hexdigest()
-        table = SeenToken.__table__
-        upsert = self._upsert(table).values(key=key, expires_at=expires_at)
-        stmt = upsert.on_conflict_do_update(
-            index_elements=[table.c.key],
-            set_={"expires_at": upsert.excluded.expires_at},
-            where=table.c.expires_at < now,
-        ).returning(table.c.key)
         with self.engine.begin() as conn:
-            claimed = conn.execute(stmt).first() is not None
+            claimed = conn.execute(self._claim, {"key": key, "expires_at": expires_at, "now": now}).first() is not None
             self._claims += 1
             if self._claims % PRUNE_EVERY == 0:
+                table = SeenToken.__table__
                 conn.execute(delete(table).where(table.c.expires_at < now))
         return claimed
 
