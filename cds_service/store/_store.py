@@ -33,6 +33,12 @@ from cds_service.store._models import Base, Card, Feedback, Invocation, SeenToke
 log = logging.getLogger(__name__)
 #: Expired used-token rows are deleted once every this many token checks.
 PRUNE_EVERY = 1000
+#: Built once: the audit writer only binds rows (statement construction was a third of the
+#: CPU of a one-row batch).
+_INSERT_INVOCATIONS = insert(Invocation.__table__).returning(
+    Invocation.__table__.c.id, sort_by_parameter_order=True
+)
+_INSERT_CARDS = insert(Card.__table__)
 
 
 @dataclass(frozen=True)
@@ -145,16 +151,9 @@ class AuditStore:
         self._ensure_tables()
         if not records:
             return []
-        inv_table, card_table = Invocation.__table__, Card.__table__
         rows = [_invocation_row(rec) for rec in records]
         with self.engine.begin() as conn:
-            if len(rows) == 1:  # the common case at low load: no executemany machinery
-                ids = [int(conn.execute(insert(inv_table).values(rows[0])).inserted_primary_key[0])]
-            else:
-                result = conn.execute(
-                    insert(inv_table).returning(inv_table.c.id, sort_by_parameter_order=True), rows
-                )
-                ids = [int(row_id) for row_id in result.scalars()]
+            ids = [int(row_id) for row_id in conn.execute(_INSERT_INVOCATIONS, rows).scalars()]
             cards = [
                 {
                     "invocation_id": invocation_id,
@@ -167,7 +166,7 @@ class AuditStore:
                 for c in rec.cards
             ]
             if cards:
-                conn.execute(insert(card_table), cards)
+                conn.execute(_INSERT_CARDS, cards)
         return ids
 
     def claim_token(self, issuer: str, jti: str, expires_at: float, now: float | None = None) -> bool:
