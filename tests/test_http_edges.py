@@ -218,3 +218,27 @@ def test_keep_alive_still_works_and_an_idle_keep_alive_connection_is_closed() ->
             assert conn.recv(4096).startswith(b"HTTP/1.1 200")
             closed = _closed_within(conn, 4)
     assert closed is not None and closed < 2
+
+
+def test_serve_runs_uvicorn_with_the_client_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import cds_service.api.app
+    import cds_service.api.logging
+    from cds_service.api.edges import GuardedH11Protocol
+    from cds_service.cli import main
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(cds_service.api.logging, "configure_logging", lambda *a, **kw: None)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw))
+    monkeypatch.setattr(cds_service.api.app, "tune_gc", lambda: None)  # not in the test process
+    monkeypatch.setattr(GuardedH11Protocol, "head_timeout", GuardedH11Protocol.head_timeout)  # restored after
+    env = {
+        "CDS_DATABASE_URL": "sqlite://",
+        "CDS_REQUEST_READ_TIMEOUT_SECONDS": "7",
+        "CDS_KEEP_ALIVE_TIMEOUT_SECONDS": "3",
+    }
+    result = CliRunner().invoke(main, ["serve"], env=env)
+    assert result.exit_code == 0, result.output
+    assert seen["http"] is GuardedH11Protocol and GuardedH11Protocol.head_timeout == 7.0
+    assert seen["timeout_keep_alive"] == 3.0
