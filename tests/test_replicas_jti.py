@@ -113,3 +113,20 @@ def test_a_token_used_on_one_replica_is_refused_by_the_other(replicas: list[str]
     assert _post(b, path, body, token) == 401  # replayed across processes
     assert _post(a, path, body, token) == 401
     assert _post(b, path, body, SIGNER.token(PUBLIC + path)) == 200  # b itself authenticates fine
+
+
+def test_concurrent_claims_of_one_jti_have_exactly_one_winner(database_url: str) -> None:
+    """Eight stores (as eight processes would hold) race to claim the same token."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cds_service.store import AuditStore
+
+    stores = [AuditStore(database_url) for _ in range(8)]
+    jti, expires = f"race-{time.time_ns()}", time.time() + 300
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            wins = list(pool.map(lambda s: s.claim_token(SIGNER.iss, jti, expires), stores))
+    finally:
+        for s in stores:
+            s.close()
+    assert wins.count(True) == 1
