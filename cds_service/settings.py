@@ -67,8 +67,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "Address to bind. Loopback by default; any other address needs trusted "
             "issuers or --allow-unauthenticated."),
     Setting("port", 8080, "TCP port to bind.", kind=int),
-    Setting("workers", 1, "uvicorn worker processes (each loads the knowledge and keeps its own JWT "
-            "replay cache).", kind=int),
+    Setting("workers", 1, "uvicorn worker processes (each loads the knowledge; used JWT ids are shared "
+            "through the store).", kind=int),
     Setting("data_dir", "./data", "Directory for local state (the default SQLite audit store); created "
             "if missing.", kind=Path),
     Setting("database_url", "", "SQLAlchemy URL of the audit store. Empty = sqlite:///<data_dir>/audit.sqlite; "
@@ -77,8 +77,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("knowledge_dirs", None, "Directories of FHIR knowledge artifacts to serve (os.pathsep-separated "
             "in the environment). Default: the bundled plan_definitions/ and fhir_profiles/.", kind=tuple),
     Setting("public_base_url", "", "Public base URL of this service as clients call it (e.g. "
-            "https://cds.example.org); JWT `aud` is checked against it. Empty = the URL of the incoming "
-            "request."),
+            "https://cds.example.org); JWT `aud` is checked against it, never against the request's Host "
+            "header. Required with trusted issuers on a non-loopback address; empty on loopback = the bind "
+            "address (http://127.0.0.1:<port>)."),
     Setting("cors_origins", ("https://sandbox.cds-hooks.org",), "Browser origins allowed by CORS "
             "(comma-separated). Default: only the reference CDS Hooks sandbox; `*` allows any origin "
             "(credentials are never allowed).", kind=tuple),
@@ -91,6 +92,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ssl_keyfile", "", "TLS private key (PEM) for ssl_certfile.", kind=Path),
     Setting("max_request_bytes", 5_000_000, "Largest request body accepted; larger bodies get HTTP 413.",
             kind=int),
+    Setting("request_read_timeout_seconds", 10.0, "Deadline for a client to send a request head (from "
+            "connecting or the previous response; trickled bytes do not extend it: the connection is "
+            "closed) and, separately, its body (HTTP 408).", kind=float),
+    Setting("keep_alive_timeout_seconds", 5.0, "Idle keep-alive connections are closed after this long "
+            "(uvicorn's timeout_keep_alive).", kind=float),
     Setting("fetch_timeout_seconds", 5.0, "Hard timeout of each call to the client's fhirServer when "
             "prefetch is incomplete.", kind=float),
     Setting("fetch_concurrency", 10, "Most calls to fhirServer in flight at once for one hook invocation "
@@ -98,6 +104,13 @@ SETTINGS: tuple[Setting, ...] = (
             kind=int),
     Setting("fetch_max_pages", 10, "Most searchset pages followed (Bundle.link next) per prefetch key.",
             kind=int),
+    Setting("fetch_deadline_seconds", 10.0, "One deadline for the whole fallback fetch of a hook call (all "
+            "keys and pages); keys unfinished by then are a 412 (or a data-unavailable card).", kind=float),
+    Setting("fetch_max_bytes", 20_000_000, "One byte budget for the whole fallback fetch of a hook call, "
+            "shared by all keys and pages.", kind=int),
+    Setting("fhir_server_allowlist", (), "fhirServer base URLs the fallback may call (comma-separated; "
+            "`http://127.0.0.1` allows every port of that host). Empty = any public https server; loopback, "
+            "private and link-local addresses only when listed. Listed = only those.", kind=tuple),
     Setting("allow_http_fhir_server", False, "Fetch from a plain-http fhirServer that is not loopback (the "
             "spec requires https in production; only for test rigs).", kind=bool),
     Setting("trusted_issuers", (), "JWT issuers trusted to call the service: a list of {iss, jwks_url | "
@@ -110,8 +123,10 @@ SETTINGS: tuple[Setting, ...] = (
             "unknown `kid` refetches sooner).", section="security", kind=int),
     Setting("jwt_leeway_seconds", 30, "Clock skew tolerated on `exp` and `iat`.", section="security",
             kind=int),
-    Setting("jwt_max_lifetime_seconds", 3600, "Longest accepted `exp - iat` (bounds the `jti` replay "
-            "cache); an issuer may override it.", section="security", kind=int),
+    Setting("jwt_max_lifetime_seconds", 3600, "Longest accepted `exp - iat` (bounds how long a used `jti` "
+            "is kept in the store); an issuer may override it.", section="security", kind=int),
+    Setting("jwt_max_bytes", 8192, "Longest bearer token accepted (bytes); a longer one is refused with 401 "
+            "before it is decoded.", section="security", kind=int),
     Setting("smart_client_id", "sact-cds-ino2", "OAuth client id the INO2 form app (/apps/ino2/) is registered "
             "with at the EHR."),
     Setting("smart_issuers", (), "FHIR base URLs (`iss`) the INO2 form app accepts SMART launches from "
@@ -185,9 +200,14 @@ class Settings:
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     max_request_bytes: int = 5_000_000
+    request_read_timeout_seconds: float = 10.0
+    keep_alive_timeout_seconds: float = 5.0
     fetch_timeout_seconds: float = 5.0
     fetch_concurrency: int = 10
     fetch_max_pages: int = 10
+    fetch_deadline_seconds: float = 10.0
+    fetch_max_bytes: int = 20_000_000
+    fhir_server_allowlist: tuple[str, ...] = ()
     allow_http_fhir_server: bool = False
     trusted_issuers: tuple[Issuer, ...] = ()
     allow_unauthenticated: bool = False
@@ -197,6 +217,7 @@ class Settings:
     smart_client_id: str = "sact-cds-ino2"
     smart_issuers: tuple[str, ...] = ()
     smart_session_seconds: int = 1800
+    jwt_max_bytes: int = 8192
     policy: SitePolicy = field(default_factory=SitePolicy)
     config_file: Path | None = None
 
@@ -232,17 +253,36 @@ def mask_url(url: str) -> str:
 def _check(s: Settings) -> None:
     if not 0 < s.port < 65536:
         raise SettingsError(f"port must be 1-65535, got {s.port}", field="port")
-    for name in ("workers", "fetch_concurrency", "fetch_max_pages", "max_request_bytes", "smart_session_seconds"):
+    for name in (
+        "workers",
+        "fetch_concurrency",
+        "fetch_max_pages",
+        "fetch_max_bytes",
+        "max_request_bytes",
+        "jwt_max_bytes",
+        "smart_session_seconds",
+    ):
         if getattr(s, name) < 1:
             raise SettingsError(f"{name} must be at least 1", field=name)
-    if s.fetch_timeout_seconds <= 0:
-        raise SettingsError("fetch_timeout_seconds must be positive", field="fetch_timeout_seconds")
+    for name in (
+        "fetch_timeout_seconds",
+        "fetch_deadline_seconds",
+        "request_read_timeout_seconds",
+        "keep_alive_timeout_seconds",
+    ):
+        if getattr(s, name) <= 0:
+            raise SettingsError(f"{name} must be positive", field=name)
     if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise SettingsError(f"unknown log level {s.log_level!r}", field="log_level")
     if s.log_format not in {"json", "text"}:
         raise SettingsError("log_format must be json or text", field="log_format")
     if bool(s.ssl_certfile) != bool(s.ssl_keyfile):
         raise SettingsError("ssl_certfile and ssl_keyfile go together", field="ssl_certfile")
+    for entry in s.fhir_server_allowlist:
+        if not re.match(r"^https?://[^/]+", entry):
+            raise SettingsError(
+                f"fhir_server_allowlist entry {entry!r} is not an absolute http(s) URL", field="fhir_server_allowlist"
+            )
     if s.public_base_url and not re.match(r"^https?://[^/]+", s.public_base_url):
         raise SettingsError("public_base_url must be an absolute http(s) URL", field="public_base_url")
     seen: set[str] = set()

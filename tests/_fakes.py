@@ -118,7 +118,7 @@ def _card(code: str, summary: str, indicator: str, detail: str | None = None) ->
 
 def settings(**changes: Any) -> Settings:
     """Settings for tests: in-memory audit store, no knowledge dirs, loopback."""
-    base: dict[str, Any] = {"database_url": "sqlite://", "knowledge_dirs": ()}
+    base: dict[str, Any] = {"database_url": "sqlite://", "knowledge_dirs": (), "public_base_url": "http://testserver"}
     base.update(changes)
     return Settings(**base)
 

@@ -64,12 +64,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def uvicorn_thread(app: Any) -> Iterator[str]:
-    """Run an ASGI app with uvicorn on 127.0.0.1:<free port> in a thread; yields its URL."""
+def loopback_socket() -> socket.socket:
+    """A socket bound to 127.0.0.1:<free port> (so settings can name the port before serving)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextmanager
+def uvicorn_thread(app: Any, sock: socket.socket | None = None) -> Iterator[str]:
+    """Run an ASGI app with uvicorn on 127.0.0.1:<free port> in a thread; yields its URL."""
+    sock = sock or loopback_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

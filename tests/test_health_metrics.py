@@ -69,7 +69,7 @@ def test_metrics_count_fallback_fetches_by_outcome() -> None:
         "Observation": searchset(),
     }
     with LoopbackFhir(resources, token=None) as server:
-        app, _, _ = app_with()
+        app, _, _ = app_with(fhir_server_allowlist=("http://127.0.0.1",))
         call(app, "POST", SELECT, json=hook_request(prefetch=None, fhirServer=server.base))
     text = call(app, "GET", "/metrics").text
     assert _metric(text, "cds_fallback_fetches_total", outcome="ok") == 2

@@ -29,6 +29,7 @@ from cds_service.api import create_app
 from cds_service.apps.ino2.smart import LaunchError, Sessions, check_issuer, scopes_for
 from cds_service.knowledge._schema import r4_schema, schema_path
 from cds_service.knowledge.terms import CARD_EXT_CRITERIA
+from cds_service.record import FhirServerPolicy
 from cds_service.replay import fhir_server
 from cds_service.replay.request import build_request
 from cds_service.replay.run import make_engine, replay_settings
@@ -211,11 +212,11 @@ def test_a_launch_from_an_unregistered_fhir_server_is_refused(rig: Rig) -> None:
                                                                      "launch": "x"}, timeout=30)
     assert response.status_code == 400 and "only loopback launches are accepted" in response.text
     with pytest.raises(LaunchError, match="not registered"):
-        check_issuer("https://other.example.org/fhir", ["https://ehr.example.org/fhir"], False)
-    assert check_issuer("https://ehr.example.org/fhir/", ["https://ehr.example.org/fhir"], False) == \
+        check_issuer("https://other.example.org/fhir", ["https://ehr.example.org/fhir"], FhirServerPolicy())
+    assert check_issuer("https://ehr.example.org/fhir/", ["https://ehr.example.org/fhir"], FhirServerPolicy()) == \
         "https://ehr.example.org/fhir"
     with pytest.raises(LaunchError, match="https"):
-        check_issuer("http://ehr.example.org/fhir", ["http://ehr.example.org/fhir"], False)
+        check_issuer("http://ehr.example.org/fhir", ["http://ehr.example.org/fhir"], FhirServerPolicy())
 
 
 def test_sessions_expire() -> None:

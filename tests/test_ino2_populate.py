@@ -221,7 +221,7 @@ def test_populate_is_authenticated_like_a_hook_call_when_issuers_are_trusted() -
     from cds_service.replay.run import make_engine, replay_settings
 
     signer = Signer("ES384")
-    settings = replay_settings(trusted_issuers=(signer.issuer(),))
+    settings = replay_settings(trusted_issuers=(signer.issuer(),), public_base_url="http://testserver")
     app = create_app(settings, engine=make_engine(settings), transport=signer.transport())
     body = context_input(load_scenario(SCENARIOS / "whole-record-ph-negative-cycle-1-day-1.json")
                          .resolved(datetime.now(UTC)))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jwt
 import pytest
-from _replay_support import HARMLESS, IMPOSSIBLE, uvicorn_thread, write_scenario
+from _replay_support import HARMLESS, IMPOSSIBLE, loopback_socket, uvicorn_thread, write_scenario
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -39,9 +39,12 @@ def service(ec_key: ec.EllipticCurvePrivateKey, tmp_path: Path) -> Iterator[str]
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec_key.public_key()))
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [jwk | {"kid": KID, "alg": "ES384", "use": "sig"}]}))
-    settings = replay_settings(trusted_issuers=(Issuer(ISS, jwks_file=jwks, algorithms=("ES384",)),))
+    sock = loopback_socket()
+    settings = replay_settings(
+        trusted_issuers=(Issuer(ISS, jwks_file=jwks, algorithms=("ES384",)),), port=sock.getsockname()[1]
+    )
     app = create_app(settings, engine=make_engine(settings))
-    with uvicorn_thread(app) as url:
+    with uvicorn_thread(app, sock) as url:
         yield url
 
 

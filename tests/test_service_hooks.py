@@ -262,9 +262,12 @@ def test_junk_bodies_never_produce_a_500() -> None:
     app, _, _ = app_with(transport=unavailable, fetch_timeout_seconds=0.5)
     bodies = _mutations(rng, 250)
     raw = [bytes(rng.randrange(256) for _ in range(rng.randint(0, 64))) for _ in range(30)]
-    requests = [("POST", rng.choice([SELECT, SIGN]), {"content": json.dumps(b)}) for b in bodies]
-    requests += [("POST", SELECT, {"content": b}) for b in raw]
-    requests += [("POST", f"{SELECT}/feedback", {"content": json.dumps(b)}) for b in bodies[:60]]
+    as_json = {"Content-Type": "application/json"}
+    requests = [("POST", rng.choice([SELECT, SIGN]), {"content": json.dumps(b), "headers": as_json}) for b in bodies]
+    requests += [("POST", SELECT, {"content": b, "headers": as_json}) for b in raw]
+    requests += [
+        ("POST", f"{SELECT}/feedback", {"content": json.dumps(b), "headers": as_json}) for b in bodies[:60]
+    ]
     statuses = [r.status_code for r in calls(app, *requests)]
     assert max(statuses) < 500, sorted(set(statuses))
     assert {400, 412} <= set(statuses)
@@ -276,7 +279,8 @@ def test_deeply_nested_json_is_read_or_refused_but_never_a_500(depth: int) -> No
     text = json.dumps(hook_request()).replace(
         '"observations": null', '"observations": ' + "[" * depth + "]" * depth
     )
-    assert call(app, "POST", SELECT, content=text).status_code == (200 if depth < 500 else 400)
+    r = call(app, "POST", SELECT, content=text, headers={"Content-Type": "application/json"})
+    assert r.status_code == (200 if depth < 500 else 400)
 
 
 # -- one end-to-end call through the real engine and knowledge ------------------------------

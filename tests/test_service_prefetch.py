@@ -38,6 +38,9 @@ def fhir_resources() -> dict[str, Any]:
     }
 
 
+LOOPBACK = ("http://127.0.0.1",)  # the test FHIR servers: loopback, any port, listed on purpose
+
+
 def with_server(server: LoopbackFhir, body: dict[str, Any], token: str | None = TOKEN) -> dict[str, Any]:
     body["fhirServer"] = server.base
     if token:
@@ -121,7 +124,7 @@ def test_an_operation_outcome_without_fhir_server_becomes_a_visible_note() -> No
 
 def test_missing_keys_are_fetched_from_fhir_server_with_the_bearer_token() -> None:
     with LoopbackFhir(fhir_resources()) as server:
-        app, engine, store = app_with()
+        app, engine, store = app_with(fhir_server_allowlist=LOOPBACK)
         r = call(app, "POST", SELECT, json=with_server(server, hook_request(prefetch=None)))
     assert r.status_code == 200, r.text
     record = record_of(engine)
@@ -141,7 +144,7 @@ def test_missing_keys_are_fetched_from_fhir_server_with_the_bearer_token() -> No
 
 def test_only_the_missing_keys_are_fetched() -> None:
     with LoopbackFhir(fhir_resources()) as server:
-        app, engine, _ = app_with()
+        app, engine, _ = app_with(fhir_server_allowlist=LOOPBACK)
         prefetch = full_prefetch()
         del prefetch["patient"]
         assert (
@@ -153,7 +156,7 @@ def test_only_the_missing_keys_are_fetched() -> None:
 
 def test_an_operation_outcome_is_re_queried_from_fhir_server() -> None:
     with LoopbackFhir(fhir_resources()) as server:
-        app, engine, _ = app_with()
+        app, engine, _ = app_with(fhir_server_allowlist=LOOPBACK)
         prefetch = full_prefetch() | {"observations": OUTCOME}
         assert (
             call(app, "POST", SELECT, json=with_server(server, hook_request(prefetch=prefetch))).status_code
@@ -165,7 +168,7 @@ def test_an_operation_outcome_is_re_queried_from_fhir_server() -> None:
 
 def test_a_failed_re_query_keeps_the_outcome_as_a_note_not_a_412() -> None:
     with LoopbackFhir({}) as server:
-        app, engine, _ = app_with()
+        app, engine, _ = app_with(fhir_server_allowlist=LOOPBACK)
         prefetch = full_prefetch() | {"observations": OUTCOME}
         assert (
             call(app, "POST", SELECT, json=with_server(server, hook_request(prefetch=prefetch))).status_code
@@ -176,21 +179,23 @@ def test_a_failed_re_query_keeps_the_outcome_as_a_note_not_a_412() -> None:
 
 def test_a_wrong_token_rejected_by_the_fhir_server_is_a_412() -> None:
     with LoopbackFhir(fhir_resources()) as server:
-        app, _, _ = app_with()
+        app, _, _ = app_with(fhir_server_allowlist=LOOPBACK)
         r = call(app, "POST", SELECT, json=with_server(server, hook_request(prefetch=None), token="stale"))
-    assert r.status_code == 412 and "HTTP 401" in r.text
+    assert r.status_code == 412 and "could not be obtained from fhirServer" in r.text
+    assert "401" not in r.text  # the client is not told what the server answered
 
 
 def test_a_slow_fhir_server_hits_the_hard_timeout_and_is_a_412() -> None:
     with LoopbackFhir(fhir_resources(), delay=2.0) as server:
-        app, _, _ = app_with(fetch_timeout_seconds=0.2)
+        app, _, _ = app_with(fhir_server_allowlist=LOOPBACK, fetch_timeout_seconds=0.2)
         r = call(app, "POST", SELECT, json=with_server(server, hook_request(prefetch=None)))
-    assert r.status_code == 412 and "no answer within 0.2 s" in r.text
+    assert r.status_code == 412 and "could not be obtained from fhirServer" in r.text
+    assert "0.2" not in r.text
 
 
 def test_a_patient_not_found_on_read_is_no_data_not_a_412() -> None:
     with LoopbackFhir({"MedicationRequest": searchset(), "Observation": searchset()}) as server:
-        app, engine, _ = app_with()
+        app, engine, _ = app_with(fhir_server_allowlist=LOOPBACK)
         assert (
             call(app, "POST", SELECT, json=with_server(server, hook_request(prefetch=None))).status_code
             == 200
@@ -202,7 +207,7 @@ def test_a_patient_not_found_on_read_is_no_data_not_a_412() -> None:
 @pytest.mark.parametrize(("concurrency", "overlap"), [(4, True), (1, False)])
 def test_fetches_overlap_up_to_the_concurrency_bound(concurrency: int, overlap: bool) -> None:
     with LoopbackFhir(fhir_resources(), delay=0.3) as server:
-        app, _, _ = app_with(fetch_concurrency=concurrency)
+        app, _, _ = app_with(fhir_server_allowlist=LOOPBACK, fetch_concurrency=concurrency)
         assert (
             call(app, "POST", SELECT, json=with_server(server, hook_request(prefetch=None))).status_code
             == 200
@@ -217,7 +222,7 @@ def test_pagination_stops_after_the_page_limit_with_a_note() -> None:
         return searchset(obs(n), next_url=f"{base}/Observation?page={n + 1}")
 
     with LoopbackFhir(fhir_resources() | {"Observation": endless}) as server:
-        app, engine, _ = app_with(fetch_max_pages=3)
+        app, engine, _ = app_with(fhir_server_allowlist=LOOPBACK, fetch_max_pages=3)
         assert (
             call(app, "POST", SELECT, json=with_server(server, hook_request(prefetch=None))).status_code
             == 200
@@ -257,7 +262,7 @@ def test_plain_http_fhir_server_is_used_only_on_loopback_or_when_allowed() -> No
     body = hook_request(prefetch=None, fhirServer="http://fhir.example.org/r4")
     app, _, _ = app_with(transport=transport)
     r = call(app, "POST", SELECT, json=body)
-    assert r.status_code == 412 and "https" in r.text
+    assert r.status_code == 412 and "could not be obtained from fhirServer" in r.text
     app, _, _ = app_with(transport=transport, allow_http_fhir_server=True)
     assert call(app, "POST", SELECT, json=body).status_code == 200
 
@@ -271,7 +276,7 @@ def test_a_key_whose_token_the_request_cannot_fill_is_no_data_not_a_412() -> Non
 
 def test_the_access_token_never_reaches_the_logs(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG), LoopbackFhir(fhir_resources()) as server:
-        app, _, _ = app_with()
+        app, _, _ = app_with(fhir_server_allowlist=LOOPBACK)
         call(app, "POST", SELECT, json=with_server(server, hook_request(prefetch=None)))
         call(app, "POST", SELECT, json=with_server(server, hook_request(prefetch=None), token="stale"))
     assert caplog.records and TOKEN not in caplog.text and "stale" not in caplog.text
@@ -313,16 +318,27 @@ def test_only_root_level_tokens_are_substituted(
 
 
 @pytest.mark.parametrize(
-    ("url", "allow_http", "ok"),
+    ("url", "allow_http", "allowlist", "ok"),
     [
-        ("https://fhir.example.org/r4", False, True),
-        ("http://127.0.0.1:8080/fhir", False, True),
-        ("http://localhost/fhir", False, True),
-        ("http://[::1]/fhir", False, True),
-        ("http://fhir.example.org/r4", False, False),
-        ("http://fhir.example.org/r4", True, True),
-        ("ftp://fhir.example.org", True, False),
+        ("https://fhir.example.org/r4", False, (), True),
+        ("http://fhir.example.org/r4", False, (), False),
+        ("http://fhir.example.org/r4", True, (), True),
+        ("ftp://fhir.example.org", True, (), False),
+        # loopback, private and link-local: refused unless listed
+        ("http://127.0.0.1:8080/fhir", True, (), False),
+        ("https://localhost/fhir", False, (), False),
+        ("https://[::1]/fhir", False, (), False),
+        ("https://10.1.2.3/fhir", False, (), False),
+        ("https://192.168.0.9/fhir", False, (), False),
+        ("https://169.254.169.254/latest", False, (), False),
+        ("http://127.0.0.1:8080/fhir", False, ("http://127.0.0.1",), True),
+        ("http://127.0.0.1:8080/fhir", False, ("http://127.0.0.1:9090",), False),
+        # listed = only those, path prefix on a segment boundary
+        ("https://fhir.example.org/r4", False, ("https://fhir.example.org/r4",), True),
+        ("https://fhir.example.org/r4/", False, ("https://fhir.example.org/r4",), True),
+        ("https://fhir.example.org/r4x", False, ("https://fhir.example.org/r4",), False),
+        ("https://other.example.org/r4", False, ("https://fhir.example.org/r4",), False),
     ],
 )
-def test_fhir_server_must_be_https_except_on_loopback(url: str, allow_http: bool, ok: bool) -> None:
-    assert (fhir_server_allowed(url, allow_http) is None) is ok
+def test_the_fhir_server_policy(url: str, allow_http: bool, allowlist: tuple[str, ...], ok: bool) -> None:
+    assert (fhir_server_allowed(url, allow_http, allowlist) is None) is ok

@@ -7,6 +7,12 @@ more than the ~1 ms of the write itself. One writer drains whatever queued up me
 and commits it in a single transaction (group commit), so under load it wakes once per
 batch, not once per request. Each caller still gets a future that completes when *its*
 row is committed, so the hook's background task (and a test) knows the row is stored.
+
+A batch that fails is written again row by row, each in its own transaction, so a row the
+database refuses loses only itself: its caller's future fails (the service counts it in
+``cds_errors_total{kind="audit"}`` and logs the exception type, never the values) and
+every other row of the batch is stored. If the database itself is unreachable the retry
+stops at the first connection error instead of waiting out a timeout per row.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import logging
 import queue
 import threading
 from concurrent.futures import Future
+
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from cds_service.store import AuditStore, InvocationRecord
 
@@ -82,8 +90,32 @@ class AuditWriter:
         try:
             ids = self.store.record_invocations(records)
         except Exception as exc:  # noqa: BLE001 - every waiting caller is told, none is lost silently
-            for future in futures:
-                future.set_exception(exc)
+            if len(records) == 1 or _unreachable(exc):
+                for future in futures:
+                    future.set_exception(exc)
+                return
+            log.warning(
+                "audit batch of %d rows failed (%s); writing them one by one", len(records), type(exc).__name__
+            )
+            self._write_one_by_one(records, futures)
             return
         for future, row_id in zip(futures, ids, strict=True):
             future.set_result(row_id)
+
+    def _write_one_by_one(self, records: list[InvocationRecord], futures: list[Future[int]]) -> None:
+        down: Exception | None = None
+        for record, future in zip(records, futures, strict=True):
+            if down is not None:
+                future.set_exception(down)
+                continue
+            try:
+                future.set_result(self.store.record_invocations([record])[0])
+            except Exception as exc:  # noqa: BLE001 - only this row is lost; its caller counts it
+                future.set_exception(exc)
+                if _unreachable(exc):
+                    down = exc
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached (not that it refused one row)."""
+    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)

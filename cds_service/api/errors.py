@@ -4,6 +4,8 @@ Where each error ends up (the tree itself is in ``cds_service/errors.py``):
 
     MalformedRequest      -> 400, the issue's ``expression`` names the field
     PayloadTooLarge       -> 413
+    UnsupportedMediaType  -> 415, saying which Content-Type to send
+    RequestTimeout        -> 408, the body came too slowly
     UnknownService        -> 404
     PrefetchUnavailable   -> 412, one issue per prefetch key that could not be had
     AuthError (security)  -> 401 with an empty body: no hint for an attacker (CDS Hooks BP)
@@ -27,6 +29,14 @@ class UnknownService(HookRequestError):
 
 class PayloadTooLarge(HookRequestError):
     """The request body exceeds ``max_request_bytes`` (HTTP 413)."""
+
+
+class RequestTimeout(HookRequestError):
+    """The request body did not arrive within ``request_read_timeout_seconds`` (HTTP 408)."""
+
+
+class UnsupportedMediaType(HookRequestError):
+    """A POST body that is not declared as JSON (HTTP 415)."""
 
 
 class PrefetchMissing(PrefetchUnavailable):

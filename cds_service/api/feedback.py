@@ -113,7 +113,10 @@ async def feedback(request: Request) -> Response:
     # aud = the feedback URL (the spec); the service URL is tolerated (jti still single-use)
     await state.authenticate(request, f"/cds-services/{service_id}/feedback", parent_too=True)
     state.lookup(service_id)
-    items = parse_feedback(await read_json(request, state.settings.max_request_bytes))
+    settings = state.settings
+    items = parse_feedback(
+        await read_json(request, settings.max_request_bytes, settings.request_read_timeout_seconds)
+    )
     try:
         new = await run_in_threadpool(state.store.record_feedback, service_id, items)
     except SQLAlchemyError as exc:

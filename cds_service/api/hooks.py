@@ -8,16 +8,19 @@ anything the client sent):
 3. envelope (``envelope.py``) -> 400 naming the field
 4. prefetch completed from ``fhirServer`` (``record/_fetch.py``) -> 412 naming the keys
 5. record built leniently (``record.build_record``), fetch notes added
-6. engine evaluates on the event loop (pure CPU: a worker thread only adds GIL hand-offs)
+6. engine evaluates on the event loop (pure CPU: a worker thread only adds GIL hand-offs),
+   one request at a time behind ``state.cpu_gate`` so probes are never queued behind all
 7. the audit row is written after the response is sent; a failing store is logged and
    counted, never turned into a failed hook call
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,26 +30,55 @@ from starlette.requests import Request
 
 from cds_service.api import logging as cds_logging
 from cds_service.api.envelope import validate_request
-from cds_service.api.errors import JSON, PayloadTooLarge, PrefetchMissing
+from cds_service.api.errors import JSON, PayloadTooLarge, PrefetchMissing, RequestTimeout, UnsupportedMediaType
 from cds_service.api.sources import absolute_sources, base_url
 from cds_service.apps.links import complete_smart_links
 from cds_service.errors import MalformedRequest
-from cds_service.record import build_record, complete_prefetch
+from cds_service.record import FetchResult, build_record, complete_prefetch
 from cds_service.store import CardRecord, InvocationRecord
 
 log = logging.getLogger(__name__)
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The request body parsed as JSON; 413 past ``max_bytes``, 400 if not JSON."""
+#: What a POST body may be declared as (CDS Hooks: JSON; FHIR clients may say fhir+json).
+JSON_MEDIA_TYPES = frozenset({"application/json", "application/fhir+json"})
+
+
+def check_json_media_type(content_type: str | None) -> None:
+    """415 unless the body is declared as JSON in UTF-8 (RFC 8259 §8.1: JSON is UTF-8), so
+    a form post or a text/plain "simple request" from a browser never reaches the parser."""
+    media, _, params = (content_type or "").partition(";")
+    media = media.strip().lower()
+    charset = ""
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    if media not in JSON_MEDIA_TYPES or charset not in ("", "utf-8", "utf8"):
+        shown = f"'{media}'" if media else "none"
+        raise UnsupportedMediaType(
+            f"the request body must be JSON: send Content-Type: application/json (UTF-8; "
+            f"application/fhir+json is accepted too), not {shown}"
+            + (f" with charset {charset}" if media in JSON_MEDIA_TYPES else "")
+        )
+
+
+async def read_json(request: Request, max_bytes: int, timeout: float | None = None) -> Any:
+    """The request body parsed as JSON; 415 if not declared JSON, 413 past ``max_bytes``,
+    408 if it takes longer than ``timeout`` seconds to arrive, 400 if not JSON."""
+    check_json_media_type(request.headers.get("content-type"))
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
     if not body.strip():
         raise MalformedRequest("the request body is empty; expected a JSON object", field="(body)")
     try:
@@ -55,13 +87,35 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         raise MalformedRequest(f"the request body is not valid JSON ({exc})", field="(body)") from None
 
 
+async def fetch_missing(state: Any, templates: Mapping[str, str], request: Mapping[str, Any]) -> FetchResult:
+    """Fill what ``request`` lacks of ``templates`` from its ``fhirServer``, under the
+    service's fallback settings: one deadline and one byte budget per call, the FHIR-server
+    allow-list, bounded concurrency and pages. Every fetch the service makes for a caller
+    (hook calls, the INO2 form's ``$populate`` and app) goes through here, so none escapes
+    those bounds."""
+    settings = state.settings
+    return await complete_prefetch(
+        templates,
+        request,
+        state.http,
+        timeout=settings.fetch_timeout_seconds,
+        concurrency=settings.fetch_concurrency,
+        max_pages=settings.fetch_max_pages,
+        on_fetch=lambda outcome: state.metrics.fallback_fetches.labels(outcome).inc(),
+        deadline=settings.fetch_deadline_seconds,
+        max_bytes=settings.fetch_max_bytes,
+        policy=state.fhir_server_policy,
+        resolve=state.resolve_host,
+    )
+
+
 async def call_service(request: Request) -> JSON:
     state = request.app.state.cds
     service_id = request.path_params["service_id"]
     started = time.perf_counter()
     await state.authenticate(request, f"/cds-services/{service_id}")
     definitions = state.lookup(service_id)  # 404 if unknown
-    body = await read_json(request, state.settings.max_request_bytes)
+    body = await read_json(request, state.settings.max_request_bytes, state.settings.request_read_timeout_seconds)
     hooks = {h: d for d in definitions for h in state.hooks_of(d)}
     req = validate_request(body, service_id, hooks)
     cds_logging.service.set(service_id)
@@ -72,25 +126,22 @@ async def call_service(request: Request) -> JSON:
 
     settings = state.settings
     t_fetch = time.perf_counter()
-    fetch = await complete_prefetch(
-        templates,
-        req,
-        state.http,
-        timeout=settings.fetch_timeout_seconds,
-        concurrency=settings.fetch_concurrency,
-        max_pages=settings.fetch_max_pages,
-        allow_http=settings.allow_http_fhir_server,
-        on_fetch=lambda outcome: state.metrics.fallback_fetches.labels(outcome).inc(),
-    )
+    fetch = await fetch_missing(state, templates, req)
     audit.fetched = fetch.fetched
     audit.timings["fetch"] = (time.perf_counter() - t_fetch) * 1000
     if fetch.missing:
-        audit.notes = [f"412 prefetch '{k}': {why}" for k, why in fetch.missing.items()]
+        audit.notes = [f"412 prefetch '{k}': {fetch.reasons.get(k, why)}" for k, why in fetch.missing.items()]
         await state.write_audit(audit.finish(412, []))
         raise PrefetchMissing(
             {k: f"prefetch '{k}' ({templates[k]}): {why}" for k, why in fetch.missing.items()}
         )
 
+    # The CPU-bound step (record, rules, card rendering) runs on the event loop, in turns
+    # (``CpuTurns``): once the steps run back to back in one turn of the loop have used
+    # its slice, the rest wait for the next turn, so a health probe or a new connection
+    # waits for about one slice, not for every evaluation in flight (issue 12: /healthz
+    # took seconds under c=16).
+    await state.cpu_turns.wait()
     t_record = time.perf_counter()
     try:
         record = build_record({**req, "prefetch": fetch.prefetch}, templates.keys())
@@ -119,6 +170,7 @@ async def call_service(request: Request) -> JSON:
     audit.notes += [str(n) for n in evaluation.notes if str(n) not in record_notes]
     audit.timings.update(evaluation.timings_ms or {})
     response = JSON({"cards": cards})
+    state.cpu_turns.spent(time.perf_counter() - t_record)
     response.background = BackgroundTask(state.write_audit, audit.finish(200, cards, codes))
     log.info(
         "evaluated: %d card(s)",

@@ -42,7 +42,7 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter(
-            "cds_errors", "Errors, by kind (audit, auth, internal, fetch)", ["kind"], registry=r
+            "cds_errors", "Errors, by kind (audit, auth, client_disconnect, internal, fetch)", ["kind"], registry=r
         )
         self.feedback = Counter(
             "cds_feedback_items", "Feedback items received, by outcome", ["outcome"], registry=r

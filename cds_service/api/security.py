@@ -10,9 +10,15 @@ signed by the client. We accept it only if:
   are still read from the configured source, never fetched from the token's ``jku``);
 - the signature verifies with the issuer's key named by ``kid`` (JWKS from a file, or a
   URL fetched through the app's httpx client and cached);
-- ``aud`` (string or array) is the URL of the endpoint called, ``exp``/``iat``/``jti``
-  are present, the token is current, not longer-lived than allowed, and its ``jti`` has
-  not been seen before (replay cache kept until the token expires).
+- ``aud`` (string or array) is the URL of the endpoint called under the configured
+  ``public_base_url`` (on loopback without one: the bind address), never a URL taken
+  from the request's Host header, so a token minted for another service of the same
+  issuer is refused;
+- ``exp``/``iat``/``jti`` are present (``exp``/``iat`` numbers), the token is current,
+  not longer-lived than allowed, no larger than ``jwt_max_bytes``, and its ``jti`` has
+  not been used before: first against this process's memory (no I/O for a replay within
+  one process), then against the store's ``jwt_seen`` table, which every process on the
+  database shares and which survives restarts.
 
 Any failure is answered 401 with no detail; the reason is logged without the token.
 """
@@ -169,8 +175,12 @@ class Authenticator:
         client: Callable[[], httpx.AsyncClient],
         *,
         clock: Callable[[], float] = time.time,
+        claim: Callable[[str, str, float], bool] | None = None,
     ) -> None:
+        """``claim(iss, jti, expires_at)`` marks a token used in the shared store and says
+        whether it was new (``AuditStore.claim_token``); without it the check is per process."""
         self.settings = settings
+        self._claim = claim
         self.issuers = {i.iss: i for i in settings.trusted_issuers}
         self.jwks = {
             i.iss: JwksCache(i, client, settings.jwks_cache_seconds) for i in settings.trusted_issuers
@@ -189,6 +199,8 @@ class Authenticator:
         if not authorization or not authorization[:7].lower() == "bearer ":
             raise AuthError("no bearer token")
         token = authorization[7:].strip()
+        if len(token) > self.settings.jwt_max_bytes:
+            raise AuthError(f"token longer than {self.settings.jwt_max_bytes} bytes")
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -219,23 +231,49 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             raise AuthError(f"token rejected ({type(exc).__name__})") from None
         exp, iat, jti = claims["exp"], claims["iat"], claims["jti"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (exp, iat)):
+            raise AuthError("exp and iat must be NumericDate numbers")
         max_life = issuer.max_lifetime_seconds or self.settings.jwt_max_lifetime_seconds
         if not isinstance(jti, str) or not jti or exp - iat > max_life:
             raise AuthError("jti missing or token lifetime too long")
-        if not self.replay.add(f"{iss}|{jti}", float(exp) + leeway):
+        expires_at = float(exp) + leeway
+        if not self.replay.add(f"{iss}|{jti}", expires_at):
             raise AuthError("jti replayed")
+        if self._claim is not None:
+            from starlette.concurrency import run_in_threadpool
+
+            try:
+                fresh = await run_in_threadpool(self._claim, iss, jti, expires_at)
+            except Exception as exc:  # noqa: BLE001 - cannot tell a replay from a new token: refuse
+                log.error("jti store unavailable (%s): token refused", type(exc).__name__)
+                raise AuthError("jti store unavailable") from None
+            if not fresh:
+                raise AuthError("jti replayed (seen by another process)")
         return claims
 
 
-def endpoint_urls(request_url: str, public_base_url: str, path: str) -> list[str]:
-    """The URLs a client may have used as ``aud`` for the endpoint at ``path``.
+def base_urls(settings: Settings) -> list[str]:
+    """The base URLs a token's ``aud`` may name: the configured ``public_base_url``, or on a
+    loopback bind without one the bind address (``http://127.0.0.1:8080`` and its
+    ``localhost`` spelling). Never the request's Host header, which the caller chooses."""
+    if settings.public_base_url:
+        return [settings.public_base_url.rstrip("/")]
+    scheme = "https" if settings.ssl_certfile else "http"
+    host = f"[{settings.host.strip('[]')}]" if ":" in settings.host else settings.host
+    urls = [f"{scheme}://{host}:{settings.port}"]
+    if is_loopback(settings.host) and host != "localhost":
+        urls.append(f"{scheme}://localhost:{settings.port}")
+    return urls
 
-    With a public base URL (behind a proxy) that one; else the URL the request came to.
-    Trailing slashes are ignored.
-    """
-    url = public_base_url.rstrip("/") + path if public_base_url else request_url.split("?", 1)[0]
-    url = url.rstrip("/")
-    return [url, url + "/"]
+
+def endpoint_urls(bases: Sequence[str], path: str) -> list[str]:
+    """The URLs a client may have used as ``aud`` for the endpoint at ``path`` (trailing
+    slashes ignored)."""
+    out: list[str] = []
+    for base in bases:
+        url = (base.rstrip("/") + path).rstrip("/")
+        out += [url, url + "/"]
+    return out
 
 
 def is_loopback(host: str) -> bool:
@@ -249,8 +287,17 @@ def is_loopback(host: str) -> bool:
 
 def check_startup(settings: Settings, *, warn: bool = True) -> None:
     """Refuse to serve unauthenticated on a non-loopback address unless explicitly allowed;
-    otherwise warn loudly that nobody is authenticated (``warn=False``: check only)."""
+    otherwise warn loudly that nobody is authenticated (``warn=False``: check only). With
+    issuers on a non-loopback address ``public_base_url`` is required: it is what ``aud``
+    is checked against, and nothing in a request may stand in for it."""
     if settings.trusted_issuers:
+        if not is_loopback(settings.host) and not settings.public_base_url:
+            raise SettingsError(
+                f"refusing to serve on {settings.host} without public_base_url: JWT `aud` is checked "
+                "against it (set CDS_PUBLIC_BASE_URL or public_base_url in [service] to the https URL "
+                "clients call, e.g. https://cds.example.org)",
+                field="public_base_url",
+            )
         return
     if not is_loopback(settings.host) and not settings.allow_unauthenticated:
         raise SettingsError(

@@ -220,6 +220,11 @@ def _serve(scenario: Scenario, now: datetime, port: int, url: str | None, signer
         click.echo(f"SMART EHR launch of the INO2 form: {server.url}/ehr/launch?app=<the card's SMART link url>")
         click.echo(f"patientId: {patient}   hook: {scenario.hook}   dates resolved at {dates.format_datetime(resolved.now)}")
         click.echo(f"CDS Hooks sandbox: {sandbox_link(server.url, patient, discovery, scenario.hook)}")
+        if url:
+            click.echo(
+                f"(the service at {url} fetches from this endpoint only if its fhir_server_allowlist "
+                f"lists it, e.g. CDS_FHIR_SERVER_ALLOWLIST={run.LOOPBACK_FHIR})"
+            )
         click.echo("Fallback path (hook call without prefetch, fhirServer = the endpoint above):")
         result = asyncio.run(_fallback(scenario, now, url, signer, server.url))
         report.print_result(console, result)

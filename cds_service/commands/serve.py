@@ -61,6 +61,7 @@ def serve(
 
     from cds_service.api import build_engine, create_app
     from cds_service.api.app import tune_gc
+    from cds_service.api.edges import uvicorn_options
     from cds_service.api.logging import configure_logging
     from cds_service.api.security import check_startup
 
@@ -89,6 +90,7 @@ def serve(
         "log_config": None,
         "access_log": False,
         "server_header": False,
+        **uvicorn_options(settings),  # deadlines for idle and slow clients
     }
     if settings.ssl_certfile:
         common.update(ssl_certfile=str(settings.ssl_certfile), ssl_keyfile=str(settings.ssl_keyfile))

@@ -3,9 +3,19 @@
 A client may omit prefetch keys, send ``null`` (no data), or an OperationOutcome (it tried
 and failed). The service "must check prefetch against the template and fetch the rest
 itself" when it has ``fhirServer`` (S2 §prefetch-template, P4-P7). This module does that
-with the request's bearer token, a hard timeout per HTTP call, a bound on calls in flight,
-and at most ``max_pages`` searchset pages per key. Keys it could not fill are reported in
-``FetchResult.missing``; the API turns them into HTTP 412 (``PrefetchUnavailable``).
+with the request's bearer token, within budgets per hook call: a hard timeout per HTTP
+call, one deadline for the whole fetch phase, one byte budget shared by every key and
+page, a bound on calls in flight and at most ``max_pages`` searchset pages per key. Keys
+it could not fill are reported in ``FetchResult.missing``; the API turns them into HTTP
+412 (``PrefetchUnavailable``).
+
+Which servers it calls (:class:`FhirServerPolicy`): https (plain http only where
+allowed), and never a loopback, private, link-local or otherwise non-public address
+unless the site lists that server in ``fhir_server_allowlist``; when the list is not
+empty, only the servers on it. A client therefore cannot point the service at its own
+network. What the client is told is one text for every failure (:data:`NOT_OBTAINABLE`):
+whether a port was closed, slow or refused is never revealed; the reason is logged
+(without query strings) and kept in the audit row.
 
 Never logged: the access token, query strings (they carry patient ids), response bodies.
 """
@@ -16,7 +26,7 @@ import asyncio
 import ipaddress
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
@@ -38,7 +48,9 @@ _USER_TOKENS = {
     "userPatientId": "Patient",
     "userRelatedPersonId": "RelatedPerson",
 }
-MAX_RESPONSE_BYTES = 20_000_000
+#: What a client is told for any key the fallback could not fill: the same words whether
+#: the server was refused by policy, unreachable, slow, too large or answered an error.
+NOT_OBTAINABLE = "not in the request's prefetch and could not be obtained from fhirServer"
 
 
 class _FetchFailed(Exception):
@@ -49,15 +61,17 @@ class _FetchFailed(Exception):
 class FetchResult:
     """The completed prefetch and what happened on the way.
 
-    ``missing`` maps each key that is still absent to the reason; ``fetched`` lists the
-    keys filled from fhirServer; ``notes`` are DataNotes for the record (what was
-    re-queried, truncated or not applicable).
+    ``missing`` maps each key that is still absent to what the client is told;
+    ``reasons`` the real reason per key that could not be fetched (for the audit, never
+    the response); ``fetched`` lists the keys filled from fhirServer; ``notes`` are
+    DataNotes for the record (what was re-queried, truncated or not applicable).
     """
 
     prefetch: dict[str, Any]
     notes: list[DataNote] = field(default_factory=list)
     fetched: list[str] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)  # the real reason per key: audit only
 
 
 def render_template(template: str, context: Mapping[str, Any]) -> tuple[str | None, list[str]]:
@@ -96,25 +110,62 @@ def render_template(template: str, context: Mapping[str, Any]) -> tuple[str | No
     return (None, unresolved) if unresolved else (query, [])
 
 
-def fhir_server_allowed(url: str, allow_http: bool = False) -> str | None:
-    """None if we may call ``url``; else why not. https always; http for loopback or if allowed."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
+@dataclass(frozen=True)
+class FhirServerPolicy:
+    """Which ``fhirServer`` URLs the service may call (see the module docstring).
+
+    ``allowlist`` holds base URLs; an entry matches a fhirServer with the same scheme and
+    host, the same port if the entry names one (``http://127.0.0.1`` allows every port),
+    and a path under the entry's path.
+    """
+
+    allowlist: tuple[str, ...] = ()
+    allow_http: bool = False
+
+    def refusal(self, url: str) -> str | None:
+        """None if ``url`` may be called as far as the URL alone tells; else why not."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return "fhirServer is not an absolute http(s) URL"
+        if self.allowlist:
+            if not any(_matches(parts, entry) for entry in self.allowlist):
+                return "fhirServer is not on the fhir_server_allowlist"
+            return None
+        if parts.scheme == "http" and not self.allow_http:
+            return "fhirServer must use https (CDS Hooks 2.0 §security-and-safety)"
+        address = _ip(parts.hostname)
+        if parts.hostname.lower() == "localhost" or (address is not None and not address.is_global):
+            return "fhirServer is a loopback or private address not on the fhir_server_allowlist"
         return None
-    if parts.scheme != "http" or not parts.hostname:
-        return "fhirServer is not an absolute http(s) URL"
-    if allow_http or _is_loopback(parts.hostname):
-        return None
-    return "fhirServer must use https (CDS Hooks 2.0 §security-and-safety)"
+
+    def resolves_public(self, addresses: list[str]) -> bool:
+        """Whether every address a host name resolved to is public (only checked when the
+        allow-list is empty: a listed server may live on a private network)."""
+        return bool(self.allowlist) or all(
+            (ip := _ip(a)) is not None and ip.is_global for a in addresses
+        )
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+def _matches(parts: Any, entry: str) -> bool:
+    allowed = urlsplit(entry)
+    if (allowed.scheme, (allowed.hostname or "").lower()) != (parts.scheme, parts.hostname.lower()):
         return False
+    if allowed.port is not None and allowed.port != parts.port:
+        return False
+    prefix = allowed.path.rstrip("/")
+    return parts.path == prefix or parts.path.startswith(prefix + "/")
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def fhir_server_allowed(url: str, allow_http: bool = False, allowlist: tuple[str, ...] = ()) -> str | None:
+    """None if we may call ``url`` (by the URL alone); else why not (FhirServerPolicy)."""
+    return FhirServerPolicy(tuple(allowlist), allow_http).refusal(url)
 
 
 def _is_outcome(value: Any) -> bool:
@@ -131,12 +182,20 @@ async def complete_prefetch(
     max_pages: int = 10,
     allow_http: bool = False,
     on_fetch: Callable[[str], None] | None = None,
+    deadline: float = 10.0,
+    max_bytes: int = 20_000_000,
+    policy: FhirServerPolicy | None = None,
+    resolve: Callable[[str], Awaitable[list[str]]] | None = None,
 ) -> FetchResult:
     """Return the request's prefetch with every missing (or OperationOutcome) key filled
     from ``fhirServer`` where possible. ``on_fetch(outcome)`` is told ``ok``, ``not_found``
     or ``error`` per key fetched (for metrics). ``client`` may be a factory, called only
     when something must be fetched (building an HTTP client is not free: most hook calls
-    arrive with their prefetch complete)."""
+    arrive with their prefetch complete). ``deadline`` (seconds) and ``max_bytes`` bound
+    the whole fetch phase of this hook call, all keys and pages together. ``resolve(host)``
+    gives the addresses a host name stands for, so a name that points at a private
+    address is refused like the address itself (the service passes DNS; tests that
+    inject a transport pass nothing)."""
     context = request.get("context") or {}
     given = request.get("prefetch")
     result = FetchResult(prefetch=dict(given) if isinstance(given, Mapping) else {})
@@ -162,17 +221,23 @@ async def complete_prefetch(
         return result
 
     server = request.get("fhirServer")
-    why_not = "no fhirServer to fetch it from" if not server else fhir_server_allowed(str(server), allow_http)
+    policy = policy or FhirServerPolicy(allow_http=allow_http)
+    if not server:
+        _give_up(result, wanted, "no fhirServer to fetch it from", "no fhirServer to fetch it from")
+        return result
+    why_not = policy.refusal(str(server))
+    host = urlsplit(str(server)).hostname or ""
+    if why_not is None and resolve is not None and _ip(host) is None:
+        try:
+            async with asyncio.timeout(min(timeout, deadline)):
+                addresses = await resolve(host)
+        except (OSError, TimeoutError):
+            addresses = []  # unresolvable: the fetch itself fails below, with the same text
+        if addresses and not policy.resolves_public(addresses):
+            why_not = "fhirServer resolves to a loopback or private address not on the fhir_server_allowlist"
     if why_not:
-        for key in wanted:
-            if key not in result.prefetch:
-                result.missing[key] = why_not
-            else:
-                result.notes.append(
-                    DataNote(
-                        "error", key, f"prefetch '{key}' held an error and could not be re-queried: {why_not}"
-                    )
-                )
+        log.warning("prefetch fallback refused: %s", why_not)
+        _give_up(result, wanted, NOT_OBTAINABLE, why_not)
         return result
 
     auth = request.get("fhirAuthorization") or {}
@@ -182,7 +247,9 @@ async def complete_prefetch(
         headers["Authorization"] = f"Bearer {token}"
     if callable(client):
         client = client()
-    fetcher = _Fetcher(client, str(server), headers, timeout, asyncio.Semaphore(concurrency), max_pages)
+    fetcher = _Fetcher(
+        client, str(server), headers, timeout, asyncio.Semaphore(concurrency), max_pages, _Budget(max_bytes)
+    )
 
     async def one(key: str, query: str) -> tuple[str, Any, str | None, list[DataNote]]:
         try:
@@ -197,22 +264,60 @@ async def complete_prefetch(
             log.warning("prefetch fallback for %r failed: %s", key, exc)
             return key, None, str(exc), []
 
-    for key, value, error, notes in await asyncio.gather(*(one(k, q) for k, q in wanted.items())):
+    tasks = {asyncio.ensure_future(one(k, q)): k for k, q in wanted.items()}
+    done, pending = await asyncio.wait(tasks, timeout=deadline)  # one deadline for all keys
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+        log.warning("prefetch fallback: %d key(s) unfinished at the %g s deadline", len(pending), deadline)
+        if on_fetch:
+            for _ in pending:
+                on_fetch("error")
+    failures: dict[str, str] = {tasks[t]: f"fetch phase exceeded its {deadline:g} s deadline" for t in pending}
+    for task in done:
+        key, value, error, notes = task.result()
         result.notes.extend(notes)
         if error is None:
             result.prefetch[key] = value
             result.fetched.append(key)
-        elif key in result.prefetch:  # an OperationOutcome we could not replace: keep it, note it
-            result.notes.append(
-                DataNote("error", key, f"prefetch '{key}' held an error; re-query failed: {error}")
-            )
         else:
-            result.missing[key] = f"fetch from fhirServer failed: {error}"
+            failures[key] = error
+    _give_up(result, {k: wanted[k] for k in wanted if k in failures}, NOT_OBTAINABLE, failures)
     return result
 
 
+def _give_up(result: FetchResult, keys: Mapping[str, str], told: str, why: str | Mapping[str, str]) -> None:
+    """Record ``keys`` as not obtained: a key the client did not send is ``missing`` (the
+    412 says ``told``; ``why``, the real reason, goes to the audit via ``reasons``); a key
+    that held an OperationOutcome stays and gets a note, shown on a card."""
+    for key in keys:
+        reason = why if isinstance(why, str) else why[key]
+        result.reasons[key] = reason
+        if key not in result.prefetch:
+            result.missing[key] = told
+        else:
+            detail = "from fhirServer" if told == NOT_OBTAINABLE else f"({told})"
+            result.notes.append(
+                DataNote("error", key, f"prefetch '{key}' held an error and could not be re-queried {detail}")
+            )
+
+
+class _Budget:
+    """Bytes one hook call may still read from fhirServer, shared by all keys and pages."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = self.left = max_bytes
+
+    def take(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise _FetchFailed(f"responses exceed the {self.max_bytes} byte budget of the fetch phase")
+
+
 class _Fetcher:
-    """GETs against one FHIR server with one token, bounded in time, pages and concurrency."""
+    """GETs against one FHIR server with one token, bounded in time, bytes, pages and
+    concurrency."""
 
     def __init__(
         self,
@@ -222,13 +327,15 @@ class _Fetcher:
         timeout: float,
         gate: asyncio.Semaphore,
         max_pages: int,
+        budget: _Budget,
     ) -> None:
-        self.client, self.headers, self.timeout, self.gate, self.max_pages = (
+        self.client, self.headers, self.timeout, self.gate, self.max_pages, self.budget = (
             client,
             headers,
             timeout,
             gate,
             max_pages,
+            budget,
         )
         self.base = server.rstrip("/") + "/"
         origin = urlsplit(self.base)
@@ -302,11 +409,9 @@ class _Fetcher:
                     async with self.client.stream(
                         "GET", url, headers=self.headers, timeout=self.timeout
                     ) as resp:
-                        chunks, size = [], 0
+                        chunks = []
                         async for chunk in resp.aiter_bytes():
-                            size += len(chunk)
-                            if size > MAX_RESPONSE_BYTES:
-                                raise _FetchFailed("response too large")
+                            self.budget.take(len(chunk))
                             chunks.append(chunk)
             except TimeoutError:
                 raise _FetchFailed(f"no answer within {self.timeout:g} s") from None

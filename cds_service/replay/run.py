@@ -290,10 +290,18 @@ class ClockedEngine:
 def replay_settings(**changes: Any) -> Any:
     """Settings for an in-process service: the deployment's settings (``CDS_*``
     environment, ``CDS_CONFIG`` file: knowledge directories, site policy) with an
-    in-memory SQLite audit store, so a replay leaves no audit trail behind."""
+    in-memory SQLite audit store, so a replay leaves no audit trail behind, and the
+    loopback ``replay --serve-fhir`` endpoints added to the fhirServer allow-list (the
+    in-process service may fetch from them; a deployed one only if its site lists them)."""
     from cds_service.settings import load_settings
 
-    return load_settings().replace(database_url="sqlite:///:memory:", **changes)
+    settings = load_settings()
+    changes.setdefault("fhir_server_allowlist", (*settings.fhir_server_allowlist, LOOPBACK_FHIR))
+    return settings.replace(database_url="sqlite:///:memory:", **changes)
+
+
+#: Where ``replay --serve-fhir`` listens (any port): allowed for the in-process service.
+LOOPBACK_FHIR = "http://127.0.0.1"
 
 
 def make_engine(settings: Any) -> Any:

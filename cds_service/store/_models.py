@@ -79,3 +79,18 @@ class Feedback(Base):
     override_display: Mapped[str | None] = mapped_column(Text)
     user_comment: Mapped[str | None] = mapped_column(Text)
     accepted_suggestions: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class SeenToken(Base):
+    """A JWT ``jti`` already used, kept until its token expires: the single-use check shared
+    by every process on this database (``serve --workers N``, replicas, restarts).
+
+    ``key`` is a SHA-256 of ``iss|jti`` (a client chooses the jti, so its length is not
+    ours to trust); the primary key makes a second use fail atomically on SQLite and
+    PostgreSQL alike. ``expires_at`` is seconds since the epoch (token ``exp`` + leeway).
+    """
+
+    __tablename__ = "jwt_seen"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)

@@ -1,8 +1,9 @@
 """The patient's record for the INO2 form: given as resources, or fetched like a hook's prefetch.
 
 Both ways end in ``record.build_record``, as a hook call does. Fetching uses the hooks' own
-code (``record.complete_prefetch``) with the services' own prefetch templates, the bearer
-token of the caller (never logged), the same timeouts and page limits; a key that cannot be
+code (``api.hooks.fetch_missing``) with the services' own prefetch templates, the bearer
+token of the caller (never logged), the same deadline, byte budget, FHIR-server allow-list
+and page limits; a key that cannot be
 fetched makes the whole load fail (``PrefetchMissing``, HTTP 412): a form pre-filled from
 half a record could show "none recorded" where the data was merely unreadable.
 """
@@ -14,7 +15,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cds_service.api.errors import PrefetchMissing
-from cds_service.record import PatientRecord, build_record, complete_prefetch
+from cds_service.api.hooks import fetch_missing
+from cds_service.record import PatientRecord, build_record
 
 
 def _bundle(resources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -46,16 +48,7 @@ async def record_from_server(state: Any, patient_id: str, fhir_server: str, toke
     request: dict[str, Any] = {"context": {"patientId": patient_id}, "fhirServer": fhir_server}
     if token:
         request["fhirAuthorization"] = {"access_token": token, "token_type": "Bearer"}
-    settings = state.settings
-    fetch = await complete_prefetch(
-        templates,
-        request,
-        state.http,
-        timeout=settings.fetch_timeout_seconds,
-        concurrency=settings.fetch_concurrency,
-        max_pages=settings.fetch_max_pages,
-        allow_http=settings.allow_http_fhir_server,
-    )
+    fetch = await fetch_missing(state, templates, request)
     if fetch.missing:
         raise PrefetchMissing({k: f"'{k}' ({templates[k]}): {why}" for k, why in fetch.missing.items()})
     record = build_record({"context": request["context"], "prefetch": fetch.prefetch}, templates.keys())

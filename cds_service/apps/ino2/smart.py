@@ -29,7 +29,7 @@ from urllib.parse import urlencode, urlsplit
 
 import jwt
 
-from cds_service.record._fetch import fhir_server_allowed
+from cds_service.record import FhirServerPolicy
 
 #: sessions kept at most (a flood of launches must not exhaust memory)
 MAX_SESSIONS = 5_000
@@ -119,8 +119,9 @@ def scopes_for(resource_types: Iterable[str]) -> str:
     return " ".join(["launch", "openid", "fhirUser", *reads, "patient/QuestionnaireResponse.cu"])
 
 
-def check_issuer(iss: str, allowed: Iterable[str], allow_http: bool) -> str:
-    """``iss`` normalised, or LaunchError: it must be configured (loopback only if none are)."""
+def check_issuer(iss: str, allowed: Iterable[str], policy: FhirServerPolicy) -> str:
+    """``iss`` normalised, or LaunchError: it must be configured (loopback only if none are)
+    and callable under the service's FHIR-server policy (the allow-list the hooks obey)."""
     if not iss:
         raise LaunchError("The EHR did not say which FHIR server launched the form (no 'iss').")
     iss = iss.rstrip("/")
@@ -131,15 +132,16 @@ def check_issuer(iss: str, allowed: Iterable[str], allow_http: bool) -> str:
     if not listed and host not in ("127.0.0.1", "localhost", "::1"):
         raise LaunchError("No FHIR servers are registered with the INO2 form app (smart_issuers); "
                           "only loopback launches are accepted.")
-    why = fhir_server_allowed(iss, allow_http)
+    why = policy.refusal(iss)
     if why:
         raise LaunchError(f"The launching FHIR server cannot be used: {why}.")
     return iss
 
 
-def read_configuration(doc: Any) -> tuple[str, str]:
+def read_configuration(doc: Any, policy: FhirServerPolicy) -> tuple[str, str]:
     """(authorization_endpoint, token_endpoint) of a smart-configuration; LaunchError if the
-    server cannot do an EHR launch with PKCE S256."""
+    server cannot do an EHR launch with PKCE S256, or names endpoints the service's
+    FHIR-server policy would not call (plain http off the allow-list)."""
     if not isinstance(doc, dict):
         raise LaunchError("The EHR's SMART configuration could not be read.")
     auth, token = doc.get("authorization_endpoint"), doc.get("token_endpoint")
@@ -149,7 +151,7 @@ def read_configuration(doc: Any) -> tuple[str, str]:
         raise LaunchError("The EHR does not support PKCE S256, which the INO2 form app requires.")
     for url in (auth, token):
         if urlsplit(url).scheme not in ("https", "http") or (
-                urlsplit(url).scheme == "http" and fhir_server_allowed(url) is not None):
+                urlsplit(url).scheme == "http" and policy.refusal(url) is not None):
             raise LaunchError("The EHR's SMART endpoints must use https.")
     return auth, token
 

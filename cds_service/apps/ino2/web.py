@@ -88,7 +88,7 @@ async def launch(request: Request) -> Response:
     state = request.app.state.cds
     q = request.query_params
     try:
-        iss = check_issuer(q.get("iss", ""), app.settings.smart_issuers, app.settings.allow_http_fhir_server)
+        iss = check_issuer(q.get("iss", ""), app.settings.smart_issuers, state.fhir_server_policy)
         if not q.get("launch"):
             raise LaunchError("The EHR did not send a launch context ('launch'): open the form from the EHR.")
         try:
@@ -99,7 +99,7 @@ async def launch(request: Request) -> Response:
         except Exception as exc:  # noqa: BLE001 - any network or JSON failure is one message
             log.warning("SMART configuration could not be read (%s)", type(exc).__name__)
             doc = None
-        auth, token_url = read_configuration(doc)
+        auth, token_url = read_configuration(doc, state.fhir_server_policy)
         session = app.sessions.new()
     except LaunchError as exc:
         return _problem("The INO2 form could not be opened", str(exc))
