@@ -170,7 +170,7 @@ BROKEN = {
     "now() in an expression is a problem": (
         PD, _set(CONDITION, "now() > %now"), CONDITION, "now() reads the wall clock"),
     "a version other than the knowledge version is a problem": (
-        VS, _set("version", "0.2.0"), "version", "is not the knowledge version"),
+        VS, _set("version", "0.1.0"), "version", "is not the knowledge version"),
     "a file name that does not match the id is a problem": (
         PD, _rename, "id", "rename it to PlanDefinition-SactOrderSign.json"),
     "missing CRMI metadata is a problem": (
@@ -259,11 +259,11 @@ def test_a_schema_that_is_not_r4_is_refused(tmp_path: Path, monkeypatch: pytest.
 def test_load_knowledge_refuses_bad_knowledge_listing_every_problem(tmp_path: Path) -> None:
     package = copy.deepcopy(PACKAGE)
     package[PD]["action"][0]["title"] = 5
-    package[VS]["version"] = "0.2.0"
+    package[VS]["version"] = "0.1.0"
     with pytest.raises(ArtifactInvalid) as caught:
         load_knowledge(write_package(tmp_path, package))
     assert f"{PD}: action[0].title: R4B model" in str(caught.value)
-    assert f"{VS}: version: version '0.2.0'" in str(caught.value)
+    assert f"{VS}: version: version '0.1.0'" in str(caught.value)
 
 
 def test_load_knowledge_indexes_artifacts_by_canonical_url(tmp_path: Path) -> None:
