@@ -428,7 +428,8 @@ def settings_markdown() -> str:
     allowed = SitePolicy.allowed()
     for name, help in SitePolicy.help().items():
         default = getattr(SitePolicy(), name)
-        text = f"{help} Allowed: `{allowed[name].text()}` ({allowed[name].why})."
+        rng = allowed[name]
+        text = f"{help} Allowed: `{rng.text()}` ({rng.why})." if rng else f"{help} Allowed: no range set yet."
         rows.append(
             f"| policy.{name} | `{ENV_PREFIX}POLICY_{name.upper()}` | `[policy] {name}` | `{default}` | {_cell(text)} |"
         )
