@@ -52,6 +52,9 @@ class SubjectCheck:
         """True when the resource is a Patient with another id, or its subject/patient/
         beneficiary reference names another patient."""
         own = self.own
+        ref = resource.get("subject")  # the common case first: this patient's relative reference
+        if type(ref) is dict and ref.get("reference") == own:
+            return False
         for name in SUBJECT_ELEMENTS:
             ref = resource.get(name)
             if ref is None:
