@@ -285,6 +285,12 @@ def _check(s: Settings) -> None:
             )
     if s.public_base_url and not re.match(r"^https?://[^/]+", s.public_base_url):
         raise SettingsError("public_base_url must be an absolute http(s) URL", field="public_base_url")
+    for name, why in s.policy.problems():  # HAZ-026: a typed value can still be unsafe
+        raise SettingsError(
+            f"site policy {name} {why}; set [policy] {name} or {ENV_PREFIX}POLICY_{name.upper()} "
+            "within the allowed range (README, Site policies)",
+            field=f"policy.{name}",
+        )
     seen: set[str] = set()
     for issuer in s.trusted_issuers:
         bad = [a for a in issuer.algorithms if a not in PERMITTED_ALGORITHMS]
@@ -474,10 +480,13 @@ def settings_markdown() -> str:
         file_key = "[[security.issuers]]" if s.name == "trusted_issuers" else f"[{s.section}] {s.name}"
         shown = f"`{default}`" if default not in ("", None) else "(empty)"
         rows.append(f"| {s.name} | `{s.env}` | `{file_key}` | {shown} | {_cell(s.help)} |")
+    allowed = SitePolicy.allowed()
     for name, help in SitePolicy.help().items():
         default = getattr(SitePolicy(), name)
+        rng = allowed[name]
+        text = f"{help} Allowed: `{rng.text()}` ({rng.why})." if rng else f"{help} Allowed: no range set yet."
         rows.append(
-            f"| policy.{name} | `{ENV_PREFIX}POLICY_{name.upper()}` | `[policy] {name}` | `{default}` | {_cell(help)} |"
+            f"| policy.{name} | `{ENV_PREFIX}POLICY_{name.upper()}` | `[policy] {name}` | `{default}` | {_cell(text)} |"
         )
     return "\n".join(rows) + "\n"
 

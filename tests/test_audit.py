@@ -26,7 +26,7 @@ SELECT = "/cds-services/SactOrderSelect"
 
 
 def test_each_invocation_writes_a_row_with_rule_codes_uuids_and_context() -> None:
-    app, _, store = app_with(policy=SitePolicy(azole_window_days=42))
+    app, _, store = app_with(policy=SitePolicy(azole_window_days=60))
     body = hook_request()
     body["prefetch"]["observations"] = {
         "resourceType": "OperationOutcome",
@@ -54,9 +54,9 @@ def test_the_policy_in_force_is_the_settings_policy_when_the_engine_has_none() -
 
     engine = FakeEngine()
     engine.policy = None  # type: ignore[assignment]
-    app, _, store = app_with(engine, policy=SitePolicy(azole_window_days=42))
+    app, _, store = app_with(engine, policy=SitePolicy(azole_window_days=60))
     call(app, "POST", SELECT, json=hook_request())
-    assert store.recent()[0][0]["policy"]["azole_window_days"] == 42
+    assert store.recent()[0][0]["policy"]["azole_window_days"] == 60
 
 
 def test_a_store_that_is_down_is_logged_and_counted_but_the_hook_still_answers(caplog: Any) -> None:

@@ -112,8 +112,9 @@ def test_without_a_fresh_bsa_no_dose_is_proposed(path: str) -> None:
 
 
 def test_between_the_tolerance_and_the_gross_band_it_stays_a_warning_and_the_band_is_site_policy() -> None:
-    item = scenario("safety-a-gross-overdose-ten-fold-critical")
-    relaxed = SitePolicy(bsa_dose_critical_percent=1000.0)  # +900 % is inside this band
+    item = scenario("bsa-dose-15.1-percent-critical")
+    assert card(replay(item, "prefetch", check=False), "bsa-dose")["indicator"] == "critical"
+    relaxed = SitePolicy(bsa_dose_critical_percent=50.0)  # +15.1 % is inside this band
     found = card(replay(item, "prefetch", relaxed, check=False), "bsa-dose")
     assert found["indicator"] == "warning" and not found.get("suggestions")
 

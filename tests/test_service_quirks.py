@@ -85,6 +85,7 @@ def test_the_sandbox_default_dstu2_server_is_read_through_the_fallback() -> None
         transport=httpx.MockTransport(handler),
     )
     order = draft("request-123", resource_type="MedicationOrder")
+    order["patient"] = {"reference": "Patient/smart-1288992"}  # this patient's order (HAZ-001 leaves others out)
     body = {
         "hookInstance": "0f4e1b3a-6a55-4a2c-9d3e-0d2b0c8f6a11",
         "hook": "order-select",

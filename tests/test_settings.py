@@ -83,7 +83,7 @@ algorithms = ["RS256"]
 max_lifetime_seconds = 90000
 
 [policy]
-azole_window_days = 42
+azole_window_days = 60
 asciminib_counts_for_ino2 = "no"
 """,
     )
@@ -104,21 +104,21 @@ asciminib_counts_for_ino2 = "no"
         and crd.algorithms == ("RS256",)
         and crd.max_lifetime_seconds == 90000
     )
-    assert s.policy.azole_window_days == 42 and s.policy.asciminib_counts_for_ino2 == "no"
+    assert s.policy.azole_window_days == 60 and s.policy.asciminib_counts_for_ino2 == "no"
 
 
 def test_env_issuers_are_a_json_array_and_policies_use_cds_policy_prefix() -> None:
     env = {
         "CDS_TRUSTED_ISSUERS": '[{"iss": "https://sandbox.cds-hooks.org", '
         '"jwks_url": "https://sandbox.cds-hooks.org/.well-known/jwks.json"}]',
-        "CDS_POLICY_AZOLE_WINDOW_DAYS": "30",
+        "CDS_POLICY_AZOLE_WINDOW_DAYS": "70",
         "CDS_POLICY_BSA_DOSE_TOLERANCE_PERCENT": "7.5",
         "CDS_CORS_ORIGINS": "https://a.example, https://b.example",
         "CDS_ALLOW_UNAUTHENTICATED": "yes",
     }
     s = load_settings(env=env)
     assert s.trusted_issuers[0].algorithms == ("ES384", "RS384")
-    assert s.policy.azole_window_days == 30 and s.policy.bsa_dose_tolerance_percent == 7.5
+    assert s.policy.azole_window_days == 70 and s.policy.bsa_dose_tolerance_percent == 7.5
     assert s.cors_origins == ("https://a.example", "https://b.example")
     assert s.allow_unauthenticated is True
 
@@ -207,7 +207,7 @@ def test_as_env_recreates_the_same_settings_for_worker_processes(tmp_path: Path)
                 jku=("https://i.example/jwks",),
             ),
         ),
-        policy=SitePolicy(azole_window_days=10),
+        policy=SitePolicy(azole_window_days=90),
         knowledge_dirs=(tmp_path,),
     )
     assert load_settings(env=as_env(s)) == s
@@ -275,12 +275,12 @@ def test_serve_with_workers_hands_the_settings_to_each_worker_through_the_enviro
     result = CliRunner().invoke(
         main,
         ["serve", "--workers", "3", "--port", "8182"],
-        env={"CDS_DATABASE_URL": "sqlite://", "CDS_POLICY_AZOLE_WINDOW_DAYS": "40"},
+        env={"CDS_DATABASE_URL": "sqlite://", "CDS_POLICY_AZOLE_WINDOW_DAYS": "80"},
     )
     assert result.exit_code == 0, result.output
     assert ran["app"] == "cds_service.api:app_from_env" and ran["factory"] is True and ran["workers"] == 3
     worker = load_settings(env=ran["env"])
-    assert worker.port == 8182 and worker.workers == 3 and worker.policy.azole_window_days == 40
+    assert worker.port == 8182 and worker.workers == 3 and worker.policy.azole_window_days == 80
 
 
 def test_an_unusable_database_url_stops_the_start_with_a_message() -> None:
@@ -290,3 +290,75 @@ def test_an_unusable_database_url_stops_the_start_with_a_message() -> None:
 
     with pytest.raises(SettingsError, match="database_url"):
         create_app(Settings(database_url="nosuchdialect://u:pw@h/db", knowledge_dirs=()), engine=FakeEngine())
+
+
+# -- site policy ranges (HAZ-026): a value of the right type can still be unsafe ----------
+
+
+def test_every_site_policy_has_a_documented_allowed_range_holding_its_default() -> None:
+    allowed = SitePolicy.allowed()
+    assert set(allowed) == set(SitePolicy.help())
+    for name, rng in allowed.items():
+        assert rng is not None, f"{name}: give the policy an allowed range (HAZ-026)"
+        assert rng.why, f"{name}: the range needs its reason"
+        assert rng.problem(getattr(SitePolicy(), name)) is None, f"{name}: default outside its range"
+    assert SitePolicy().problems() == []
+    text = DOCS.read_text(encoding="utf-8")
+    undocumented = [n for n, r in allowed.items() if r and f"Allowed: `{r.text()}`".replace("|", "\\|") not in text]
+    assert not undocumented, f"README lacks the allowed range of {undocumented} (run `cds-service readme`)"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"CDS_POLICY_BSA_DOSE_TOLERANCE_PERCENT": "50"}, "bsa_dose_tolerance_percent"),
+        ({"CDS_POLICY_BSA_DOSE_TOLERANCE_PERCENT": "0"}, "bsa_dose_tolerance_percent"),
+        ({"CDS_POLICY_BSA_DOSE_TOLERANCE_PERCENT": "10.01"}, "bsa_dose_tolerance_percent"),
+        ({"CDS_POLICY_AZOLE_WINDOW_DAYS": "0"}, "azole_window_days"),
+        ({"CDS_POLICY_AZOLE_WINDOW_DAYS": "55"}, "azole_window_days"),
+        ({"CDS_POLICY_BSA_MAX_AGE_DAYS": "365"}, "bsa_max_age_days"),
+        ({"CDS_POLICY_LAB_MAX_AGE_DAYS": "-1"}, "lab_max_age_days"),
+        ({"CDS_POLICY_LAB_MAX_AGE_DAYS": "30"}, "lab_max_age_days"),
+        ({"CDS_POLICY_RECENT_ADMINISTRATION_DAYS": "0"}, "recent_administration_days"),
+        ({"CDS_POLICY_CHILD_AGE_LIMIT_YEARS": "25"}, "child_age_limit_years"),
+        ({"CDS_POLICY_ECOG_MAX_MET": "3"}, "ecog_max_met"),
+        ({"CDS_POLICY_LANSKY_KARNOFSKY_MET_MIN": "40"}, "lansky_karnofsky_met_min"),
+        ({"CDS_POLICY_LANSKY_KARNOFSKY_UNMET_BELOW": "80"}, "lansky_karnofsky_unmet_below"),
+        ({"CDS_POLICY_LANSKY_KARNOFSKY_MET_MIN": "60", "CDS_POLICY_LANSKY_KARNOFSKY_UNMET_BELOW": "70"},
+         "lansky_karnofsky_unmet_below"),
+        ({"CDS_POLICY_ASCIMINIB_COUNTS_FOR_INO2": "maybe"}, "asciminib_counts_for_ino2"),
+    ],
+)
+def test_a_site_policy_outside_its_allowed_range_is_refused_naming_it(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named) as caught:
+        load_settings(env=env)
+    assert caught.value.field == f"policy.{named}"
+    assert "allowed range" in caught.value.message
+
+
+def test_a_site_policy_at_the_edge_of_its_range_is_accepted() -> None:
+    s = load_settings(env={"CDS_POLICY_BSA_DOSE_TOLERANCE_PERCENT": "10", "CDS_POLICY_AZOLE_WINDOW_DAYS": "56",
+                           "CDS_POLICY_LAB_MAX_AGE_DAYS": "0", "CDS_POLICY_CHILD_AGE_LIMIT_YEARS": "16"})
+    assert (s.policy.bsa_dose_tolerance_percent, s.policy.azole_window_days) == (10.0, 56)
+    assert (s.policy.lab_max_age_days, s.policy.child_age_limit_years) == (0, 16)
+
+
+def test_serve_refuses_an_out_of_range_policy_from_the_file_with_a_message_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("must not bind"))
+    path = write(tmp_path, "[policy]\nbsa_dose_tolerance_percent = 50.0\n")
+    result = CliRunner().invoke(main, ["serve", "--config", str(path)], env={"CDS_DATABASE_URL": "sqlite://"})
+    assert result.exit_code == 1 and not isinstance(result.exception, SettingsError)
+    assert "bad configuration" in result.output and "bsa_dose_tolerance_percent" in result.output
+    assert "(0, 10]" in result.output and "Traceback" not in result.output
+
+
+def test_validate_reports_an_out_of_range_policy_and_exits_1(tmp_path: Path) -> None:
+    path = write(tmp_path, "[policy]\nazole_window_days = 14\n")
+    result = CliRunner().invoke(main, ["validate", "--config", str(path)], env={"CDS_DATABASE_URL": "sqlite://"})
+    assert result.exit_code == 1
+    assert "policy.azole_window_days" in result.output and "[56, 365]" in result.output
+    assert "Traceback" not in result.output

@@ -245,7 +245,7 @@ def test_names_lists_own_and_nested_names(terminology: Terminology) -> None:
 
 def test_nested_valueset_cycles_are_cut_not_followed_forever() -> None:
     def vs(name: str, other: str, code: str) -> dict[str, Any]:
-        return {"resourceType": "ValueSet", "url": VS + name, "version": "0.1.0", "compose": {"include": [
+        return {"resourceType": "ValueSet", "url": VS + name, "version": "0.2.0", "compose": {"include": [
             {"system": LOINC, "concept": [{"code": code}]}, {"valueSet": [VS + other]}]}}
 
     terminology = Terminology.from_resources([vs("A", "B", "1-1"), vs("B", "A", "2-2")])

@@ -30,13 +30,19 @@ def replace_marked(text: str, name: str, body: str) -> str:
 def site_policy_markdown() -> str:
     from cds_service.features import SitePolicy
 
-    rows = ["| policy | environment | default | why it is a policy |", "|---|---|---|---|"]
-    helps = SitePolicy.help()
+    rows = ["| policy | environment | default | allowed (HAZ-026) | why it is a policy |", "|---|---|---|---|---|"]
+    helps, allowed = SitePolicy.help(), SitePolicy.allowed()
     for f in fields(SitePolicy):
+        rng = allowed[f.name]
+        shown = f"`{rng.text()}`: {rng.why}" if rng else "not set"
         rows.append(
-            f"| `{f.name}` | `CDS_POLICY_{f.name.upper()}` | `{f.default}` | {helps[f.name]} |"
+            f"| `{f.name}` | `CDS_POLICY_{f.name.upper()}` | `{f.default}` | {_cell(shown)} | {_cell(helps[f.name])} |"
         )
     return "\n".join(rows) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
 def cli_help_markdown() -> str:

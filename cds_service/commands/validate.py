@@ -48,21 +48,41 @@ def _engine_problems(found: Scan, console: Console) -> list[Problem]:
     return [Problem(file_of(m), "", f"rule engine: {m}") for m in messages]
 
 
+def _settings_problems(config: str | None) -> list[Problem]:
+    """A setting or site policy the service would refuse at start-up (HAZ-026), as a problem."""
+    from cds_service.settings import SettingsError, load_settings
+
+    try:
+        load_settings(config_file=config)
+    except SettingsError as exc:
+        return [Problem(config or "(settings)", exc.field or "", exc.message)]
+    return []
+
+
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--knowledge", "knowledge", multiple=True, type=click.Path(path_type=Path),
     help="Knowledge directory (repeatable). Default: the shipped plan_definitions/ and "
          "fhir_profiles/, or $CDS_KNOWLEDGE_DIRS.",
 )
-def validate(knowledge: tuple[Path, ...]) -> None:
+@click.option(
+    "--config", type=click.Path(dir_okay=False), default=None,
+    help="TOML config file whose settings and [policy] values are checked too (default: "
+         "$CDS_CONFIG; CDS_* variables apply as for `serve`).",
+)
+def validate(knowledge: tuple[Path, ...], config: str | None) -> None:
     """Check every artifact: R4B models, the R4 JSON schema, references, codes, FHIRPath.
+
+    Also checks the settings and site policies the service would start with (their types
+    and allowed ranges), from --config or $CDS_CONFIG and CDS_* variables.
 
     Prints each problem as FILE: ELEMENT: MESSAGE and exits 1 if there is any.
     """
     console = Console(highlight=False, soft_wrap=True)
     started = time.perf_counter()
     found = scan(knowledge or None)
-    problems = list(scan_problems(found, schema=True))
+    problems = _settings_problems(config)
+    problems += list(scan_problems(found, schema=True))
     if not problems:
         problems += _engine_problems(found, console)
     for problem in problems:

@@ -398,8 +398,10 @@ class Engine:
         sections = (("Not checked", tuple(check_lines)), ("What to document", tuple(doc_lines)),
                     ("Data problems", tuple(data_lines)))
         features = dict.fromkeys(f for m in missed for f in m.rule.features)
-        known = {n: v for n, v in values.items() if v.status != "unknown"}  # unknowns: under "What to document"
-        evidence = tuple(cards.evidence_lines(known, features))
+        # The data behind every check not made, the unknown ones included: a result that is
+        # there but not current (HAZ-006) or implausible is the datum that decided, and the
+        # card says what it is and when it was taken; their notes stay under "What to document".
+        evidence = tuple(cards.evidence_lines(values, features))
         return _Shown(card, len(rules), t.description, evidence, sections, evidence_last=True)
 
 

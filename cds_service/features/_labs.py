@@ -149,6 +149,34 @@ def latest_result(record: PatientRecord, ctx: FeatureContext, name: str) -> Resu
     return read_x_uln(name, *found[0]) if found else None
 
 
+@dataclass(frozen=True)
+class DoseWindow:
+    """What 'before this dose' means for a result (HAZ-006; clinical.md §1.3: liver tests
+    and a full blood count "before each dose"): dated after the last inotuzumab dose given
+    (when there is one) and at most ``SitePolicy.lab_max_age_days`` old on the day of the
+    dose (the latest selected drafted dose, or today)."""
+
+    last_dose: date | None
+    dose_day: date
+    max_age_days: int
+
+    def why_not_current(self, day: date) -> str | None:
+        """Why a result dated ``day`` does not count as taken before this dose, or None."""
+        if self.last_dose is not None and day <= self.last_dose:
+            return f"taken before the last inotuzumab dose on {self.last_dose.isoformat()}"
+        age = (self.dose_day - day).days
+        if age > self.max_age_days:
+            return (f"{age} days old on the day of the dose, {self.dose_day.isoformat()}; "
+                    f"site limit {self.max_age_days} days")
+        return None
+
+
+def dose_window(record: PatientRecord, ctx: FeatureContext) -> DoseWindow:
+    c = course(record, ctx)
+    day = max([ctx.now.date(), *(p.day for p in c.selected)])
+    return DoseWindow(c.last_given.day if c.last_given else None, day, ctx.policy.lab_max_age_days)
+
+
 def gilbert_or_haemolysis(record: PatientRecord, ctx: FeatureContext) -> list[Resource] | None:
     """Active Conditions in GilbertSyndromeOrHaemolysis; None if Conditions are unavailable."""
     found = [
@@ -163,34 +191,57 @@ def gilbert_or_haemolysis(record: PatientRecord, ctx: FeatureContext) -> list[Re
 
 @feature("liver_function")
 def liver_function(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
-    """Latest total bilirubin, AST, ALT and ALP as multiples of their own ULN.
+    """Latest total bilirubin, AST, ALT and ALP before this dose as multiples of their own ULN.
 
     SmPC hold rule (clinical.md §1.4): "Total bilirubin >1.5×ULN and AST/ALT >2.5×ULN",
     with the exception "bilirubin raised because of Gilbert's syndrome or haemolysis".
+    "Before this dose" (clinical.md §1.3: liver tests "before and after each dose"): dated
+    after the last inotuzumab dose and no older than ``SitePolicy.lab_max_age_days``
+    (:class:`DoseWindow`); an older latest result gives None and is named with its date and
+    "repeat it" (HAZ-006: month-old normal results must not silence the hold). A rule reads
+    ``x_uln > t or latest_x_uln.x > t``: false only on a current result, true on an abnormal
+    one however old (the hold stands until a repeat shows recovery), else unknown.
     Value: ``bilirubin_x_uln``, ``ast_x_uln``, ``alt_x_uln``, ``alp_x_uln`` (None when
-    not computable), ``results`` (per test: value, unit, uln, x_uln, date, reference),
-    ``problems``, ``gilbert_or_haemolysis`` (bool, None if Conditions unavailable).
+    not computable or not current), ``latest_x_uln`` (test -> ratio of the latest result,
+    current or not), ``results`` (per test: value, unit, uln, x_uln, date, reference, and
+    ``stale`` = why not current), ``problems``, ``gilbert_or_haemolysis`` (bool, None if
+    Conditions unavailable).
     Status ``met`` when at least one of bilirubin, AST, ALT is known as ×ULN (the others
     are None and the note says why: a rule that needs them gets an empty result, i.e. a
     data-unavailable card); ``unknown`` when none is.
     """
-    value: dict[str, Any] = {"results": {}, "problems": []}
+    value: dict[str, Any] = {"results": {}, "problems": [], "latest_x_uln": {}}
     evidence = []
+    window = dose_window(record, ctx)
+    stale_tests = []
     for name in LIVER_TESTS:
         res = latest_result(record, ctx, name)
         value[f"{name}_x_uln"] = None
         if res is None:
             value["problems"].append(f"no {_LABEL[name]} result recorded")
             evidence.append(Evidence(f"No {_LABEL[name]} result recorded"))
-        elif isinstance(res, str):
+            continue
+        if isinstance(res, str):
             value["problems"].append(res)
             evidence.append(Evidence(res))
-        else:
-            value["results"][name] = res.as_json()
-            value[f"{name}_x_uln"] = res.x_uln
-            evidence.append(Evidence(res.describe(), res.reference, res.day.isoformat()))
-            if res.problem:
-                value["problems"].append(f"{_LABEL[name]} on {res.day.isoformat()}: {res.problem}")
+            continue
+        value["results"][name] = res.as_json()
+        value["latest_x_uln"][name] = res.x_uln
+        stale = window.why_not_current(res.day)
+        if stale:
+            # not a result 'before this dose': it rules nothing out (HAZ-006); only
+            # ``latest_x_uln`` keeps it, so a rule may still act on an abnormal one
+            value["results"][name]["stale"] = stale
+            stale_tests.append(_LABEL[name])
+            evidence.append(Evidence(f"{res.describe()}: not current ({stale}); repeat it before this dose",
+                                     res.reference, res.day.isoformat()))
+            continue
+        value[f"{name}_x_uln"] = res.x_uln
+        evidence.append(Evidence(res.describe(), res.reference, res.day.isoformat()))
+        if res.problem:
+            value["problems"].append(f"{_LABEL[name]} on {res.day.isoformat()}: {res.problem}")
+    if stale_tests:
+        value["problems"].append(f"{', '.join(stale_tests)} not taken before this dose (see the dates): repeat")
     gilbert = gilbert_or_haemolysis(record, ctx)
     value["gilbert_or_haemolysis"] = None if gilbert is None else bool(gilbert)
     for cond in gilbert or ():
@@ -241,7 +292,8 @@ def blood_counts(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
     treatment" = the latest count on or before the day of the first inotuzumab dose
     (with no dose given yet: the latest count). The current count is the latest one
     after the last dose given ("full blood count before each dose", §1.3); an older one
-    does not count. Value: ``anc``, ``platelets``, ``anc_baseline``,
+    does not count, nor does one older than ``SitePolicy.lab_max_age_days`` on the day of
+    the dose (HAZ-006; it is named with its date and "repeat"). Value: ``anc``, ``platelets``, ``anc_baseline``,
     ``platelets_baseline`` (10^9/L or None), ``dates``, ``problems``. Status ``met`` when
     a current ANC or platelet count is known (missing parts are None and the note says
     why); ``unknown`` when neither is, or the doses given cannot be read.
@@ -249,6 +301,7 @@ def blood_counts(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
     c = course(record, ctx)
     first = c.given[0].day if c.given else None
     last = c.last_given.day if c.last_given else None
+    window = dose_window(record, ctx)
     value: dict[str, Any] = {"problems": [], "dates": {}}
     evidence = []
     for name, valueset in (("anc", vs.NEUTROPHIL_COUNT), ("platelets", vs.PLATELET_COUNT)):
@@ -263,6 +316,14 @@ def blood_counts(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
                 evidence.append(Evidence(f"No {_LABEL[name]} result{since} ({label})"))
                 continue
             when, obs = pool[0]
+            stale = window.why_not_current(when.date()) if key == name else None
+            if stale:  # HAZ-006: a count too old for "before each dose" (clinical.md §1.3)
+                shown = f"{_LABEL[name]} on {when.date().isoformat()}"
+                value["problems"].append(f"{shown} is {stale}: repeat the full blood count before this dose")
+                evidence.append(Evidence(f"{_LABEL[name]} on {when.date().isoformat()}: not current ({stale}); "
+                                         "repeat the full blood count before this dose",
+                                         reference_of(obs), when.date().isoformat()))
+                continue
             count = count_1e9_per_l(obs)
             unit = (obs.get("valueQuantity") or {}).get("unit") or (obs.get("valueQuantity") or {}).get("code")
             if count is not None and count < 0:

@@ -209,7 +209,7 @@ def unavailable(record: PatientRecord, *resource_types: str) -> list[str]:
     wanted = [re.sub(r"[^a-z]", "", t.lower()) for t in resource_types]
     out = []
     for note in record.notes:
-        if note.kind == "unsupported":
+        if note.kind in ("unsupported", "other-patient"):  # this patient's data of the type is there
             continue
         key = re.sub(r"[^a-z]", "", f"{note.key} {note.message}".lower())
         if any(w in key for w in wanted):

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cds_service.record._model import DataNote, PatientRecord, Resource, reference_of
+from cds_service.record._subject import SubjectCheck
 
 
 def build_record(
@@ -31,20 +32,31 @@ def build_record(
     notes: list[DataNote] = []
     by_key: dict[tuple[str, str], Resource] = {}
 
+    patient_id = context.get("patientId")
+    # HAZ-001: what names another patient is left out and reported, never read as this one's
+    check = SubjectCheck(str(patient_id), (*prefetch.values(), context.get("draftOrders"))) if patient_id else None
+    foreign: dict[str, list[str]] = {}
+
     for key in expected_prefetch:
         if key not in prefetch:
             notes.append(DataNote("missing", key, f"prefetch '{key}' was not provided"))
     for key, value in prefetch.items():
         for res in _resources_in(value, key, notes):
+            if check is not None and check.foreign(res):
+                foreign.setdefault(key, []).append(res.get("resourceType", ""))
+                continue
             res = normalise(res, notes)
             by_key[_type_id(res)] = res
 
-    draft_orders = tuple(
-        normalise(r, notes) for r in _resources_in(context.get("draftOrders"), "draftOrders", notes)
-    )
+    draft_orders = []
+    for res in _resources_in(context.get("draftOrders"), "draftOrders", notes):
+        if check is not None and check.foreign(res):
+            foreign.setdefault("draftOrders", []).append(res.get("resourceType", ""))
+            continue
+        draft_orders.append(normalise(res, notes))
     drafted = {_type_id(o) for o in draft_orders}
+    notes.extend(_foreign_note(key, types) for key, types in foreign.items())
 
-    patient_id = context.get("patientId")
     patient = by_key.pop(("Patient", str(patient_id)), None)
     if patient is None:
         # A Patient prefetched under an unexpected id is still the patient if alone.
@@ -70,10 +82,23 @@ def build_record(
     return PatientRecord(
         patient=patient,
         resources={k: tuple(v) for k, v in resources.items()},
-        draft_orders=draft_orders,
+        draft_orders=tuple(draft_orders),
         selections=selections,
         notes=tuple(notes),
     )
+
+
+def _foreign_note(key: str, types: list[str]) -> DataNote:
+    """One note per prefetch key (or draftOrders) for what named another patient."""
+    n = len(types)
+    counts = ", ".join(f"{t or 'unknown type'} ×{types.count(t)}" for t in dict.fromkeys(types))
+    if key == "draftOrders":
+        what = f"{n} draft order{'s' if n > 1 else ''} for another patient {'were' if n > 1 else 'was'}"
+        return DataNote("other-patient", key, f"{what} left out of this order session ({counts}) and not "
+                        "checked as this patient's order: check the patient selected in the EHR")
+    what = f"{n} resource{'s' if n > 1 else ''} for another patient {'were' if n > 1 else 'was'}"
+    return DataNote("other-patient", key, f"{what} left out of '{key}' ({counts}): check the EHR's prefetch "
+                    "and FHIR server (the search must return this patient's data only)")
 
 
 def _type_id(resource: Resource) -> tuple[str, str]:

@@ -21,7 +21,9 @@ class DataNote:
     ``kind`` is one of ``missing`` (a prefetch key absent and not fetched), ``error`` (the
     client or FHIR server returned an OperationOutcome, or a fetch failed), ``unreadable``
     (a resource we could not interpret) or ``unsupported`` (e.g. a DSTU2 resource we only
-    partly read). ``key`` names the prefetch key or resource type concerned.
+    partly read) or ``other-patient`` (resources naming another patient than
+    ``context.patientId``, left out of the record: HAZ-001). ``key`` names the prefetch key
+    or resource type concerned.
     """
 
     kind: str

@@ -160,7 +160,7 @@ class Case:
                 if value is not None:
                     items.append({"linkId": link, "answer": [{"valueBoolean": value}]})
             out.append({"resourceType": "QuestionnaireResponse", "id": "ino2-form", "status": "completed",
-                        "questionnaire": f"{FORM}|0.1.0", "subject": {"reference": f"Patient/{PT}"},
+                        "questionnaire": f"{FORM}|0.2.0", "subject": {"reference": f"Patient/{PT}"},
                         "authored": "now-2d", "item": items})
         for i, days in enumerate(sorted(self.given, reverse=True), 1):
             out.append({"resourceType": "MedicationAdministration", "id": f"ino-given-{i}", "status": "completed",
