@@ -1,5 +1,8 @@
 """The floor: a bare FastAPI app that only reads and parses the hook body and answers
-``{"cards": []}``, served by the same uvicorn with the same options as the service.
+``{"cards": []}``, served by the same uvicorn with the same options as the service, and
+with the same garbage-collector set-up (``tune_gc``: start-up heap frozen, first
+threshold raised, exactly as ``cds-service serve`` and the service's factory do; without
+it the floor spent about a third of its time in full collections, issue 11).
 
 Its latency is what the web framework and the JSON parser cost for the same request; the
 service's latency divided by it is the figure the benchmark tracks (issue 6), since
@@ -33,4 +36,7 @@ def create_floor_app() -> FastAPI:
 
     app.add_api_route("/cds-services/{service_id}", hook, methods=["POST"])
     app.add_api_route("/readyz", ready, methods=["GET"])
+    from cds_service.api.app import tune_gc  # the service's own function, so the two cannot drift
+
+    tune_gc()
     return app

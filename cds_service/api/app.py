@@ -81,6 +81,8 @@ class ServiceState:
         self.policy_json = policy.as_json() if hasattr(policy, "as_json") else {}
         params = inspect.signature(engine.evaluate).parameters
         self.evaluate_takes_hook = "hook" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        #: the engine's relevance gate (Engine.screen), if it has one
+        self.screen = getattr(engine, "screen", None)
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
         self.audit_writer = AuditWriter(store)

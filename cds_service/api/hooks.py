@@ -7,8 +7,10 @@ anything the client sent):
 2. service id known -> 404; body is JSON no larger than ``max_request_bytes`` -> 400 / 413
 3. envelope (``envelope.py``) -> 400 naming the field
 4. prefetch completed from ``fhirServer`` (``record/_fetch.py``) -> 412 naming the keys
-5. record built leniently (``record.build_record``), fetch notes added
-6. engine evaluates on the event loop (pure CPU: a worker thread only adds GIL hand-offs)
+5. relevance gate (``Engine.screen``, engine/relevance.py): drafted orders no rule can fire
+   on are answered without building the record or computing features
+6. record built leniently (``record.build_record``), fetch notes added; the engine
+   evaluates on the event loop (pure CPU: a worker thread only adds GIL hand-offs)
 7. the audit row is written after the response is sent; a failing store is logged and
    counted, never turned into a failed hook call
 """
@@ -89,30 +91,20 @@ async def call_service(request: Request) -> JSON:
             {k: f"prefetch '{k}' ({templates[k]}): {why}" for k, why in fetch.missing.items()}
         )
 
-    t_record = time.perf_counter()
-    try:
-        record = build_record({**req, "prefetch": fetch.prefetch}, templates.keys())
-    except (TypeError, AttributeError, ValueError, KeyError, RecursionError) as exc:
-        raise MalformedRequest(
-            f"context.draftOrders or prefetch could not be read ({type(exc).__name__})", field="prefetch"
-        ) from None
-    if fetch.notes:
-        record = dataclasses.replace(record, notes=(*record.notes, *fetch.notes))
-    audit.timings["record"] = (time.perf_counter() - t_record) * 1000
-
-    now = datetime.now(UTC)
-    kw = {"hook": req["hook"]} if state.evaluate_takes_hook else {}
-    # Evaluation is pure CPU under the GIL: a worker thread buys no parallelism, only GIL
-    # hand-offs with the event loop (measured: 30 -> 50 hooks/s for a 500-resource patient
-    # at concurrency 16, `python -m bench`). I/O (fallback fetch, audit write) stays async.
-    evaluation = state.engine.evaluate(service_id, record, now, **kw)
+    full = {**req, "prefetch": fetch.prefetch}
+    screened = state.screen(service_id, full, templates.keys(), fetch.notes) if state.screen else None
+    if screened is not None:  # no rule can fire on these orders (engine/relevance.py)
+        evaluation = screened
+        audit.notes = [*screened.notes, "not evaluated: no rule of this hook is about the drafted orders"]
+    else:
+        evaluation, record, audit.timings["record"] = _evaluate(state, service_id, full, fetch.notes, templates)
+        record_notes = {n.message for n in record.notes}
+        audit.notes = [f"{n.kind} {n.key}: {n.message}" for n in record.notes]
+        audit.notes += [str(n) for n in evaluation.notes if str(n) not in record_notes]
     cards = [_prune(c) for c in evaluation.cards]
     codes = _rule_codes(cards, evaluation.rule_codes)
     for code in codes:
         state.metrics.cards.labels(code or "unknown").inc()
-    record_notes = {n.message for n in record.notes}
-    audit.notes = [f"{n.kind} {n.key}: {n.message}" for n in record.notes]
-    audit.notes += [str(n) for n in evaluation.notes if str(n) not in record_notes]
     audit.timings.update(evaluation.timings_ms or {})
     response = JSON({"cards": cards})
     response.background = BackgroundTask(state.write_audit, audit.finish(200, cards, codes))
@@ -122,6 +114,28 @@ async def call_service(request: Request) -> JSON:
         extra={"latency_ms": round((time.perf_counter() - started) * 1000, 2)},
     )
     return response
+
+
+def _evaluate(state: Any, service_id: str, req: dict[str, Any], fetch_notes: Any,
+              templates: dict[str, str]) -> tuple[Any, Any, float]:
+    """Build the record and evaluate it: (evaluation, record, ms building the record);
+    400 if the record cannot be read."""
+    t_record = time.perf_counter()
+    try:
+        record = build_record(req, templates.keys())
+    except (TypeError, AttributeError, ValueError, KeyError, RecursionError) as exc:
+        raise MalformedRequest(
+            f"context.draftOrders or prefetch could not be read ({type(exc).__name__})", field="prefetch"
+        ) from None
+    if fetch_notes:
+        record = dataclasses.replace(record, notes=(*record.notes, *fetch_notes))
+    record_ms = (time.perf_counter() - t_record) * 1000
+    now = datetime.now(UTC)
+    kw = {"hook": req["hook"]} if state.evaluate_takes_hook else {}
+    # Evaluation is pure CPU under the GIL: a worker thread buys no parallelism, only GIL
+    # hand-offs with the event loop (measured: 30 -> 50 hooks/s for a 500-resource patient
+    # at concurrency 16, `python -m bench`). I/O (fallback fetch, audit write) stays async.
+    return state.engine.evaluate(service_id, record, now, **kw), record, record_ms
 
 
 class _AuditDraft:

@@ -9,7 +9,7 @@ silently: what we could not read becomes a DataNote that reaches the card.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from cds_service.record._model import DataNote, PatientRecord, Resource, reference_of
@@ -26,22 +26,11 @@ def build_record(
     first and puts what it got into ``prefetch``).
     """
     context = request.get("context") or {}
-    prefetch = request.get("prefetch") or {}
-    hook = request.get("hook")
     notes: list[DataNote] = []
     by_key: dict[tuple[str, str], Resource] = {}
-
-    for key in expected_prefetch:
-        if key not in prefetch:
-            notes.append(DataNote("missing", key, f"prefetch '{key}' was not provided"))
-    for key, value in prefetch.items():
-        for res in _resources_in(value, key, notes):
-            res = normalise(res, notes)
-            by_key[_type_id(res)] = res
-
-    draft_orders = tuple(
-        normalise(r, notes) for r in _resources_in(context.get("draftOrders"), "draftOrders", notes)
-    )
+    for res in _prefetched(request, expected_prefetch, notes):
+        by_key[_type_id(res)] = res
+    draft_orders = read_draft_orders(context, notes)
     drafted = {_type_id(o) for o in draft_orders}
 
     patient_id = context.get("patientId")
@@ -62,18 +51,49 @@ def build_record(
             group = resources[rtype] = []
         group.append(res)
 
-    if hook == "order-select":
-        selections = tuple(str(s) for s in context.get("selections") or ())
-    else:
-        selections = tuple(reference_of(o) for o in draft_orders)
-
     return PatientRecord(
         patient=patient,
         resources={k: tuple(v) for k, v in resources.items()},
         draft_orders=draft_orders,
-        selections=selections,
+        selections=selections_of(request.get("hook"), context, draft_orders),
         notes=tuple(notes),
     )
+
+
+def _prefetched(request: Mapping[str, Any], expected_prefetch: Iterable[str], notes: list[DataNote],
+                copy: bool = True) -> Iterator[Resource]:
+    """Every resource of the request's prefetch, normalised, noting what cannot be read
+    (and each expected key that is absent) in ``notes``; ``copy=False`` yields the
+    request's own dicts (for :func:`record_notes`, which keeps none of them)."""
+    prefetch = request.get("prefetch") or {}
+    for key in expected_prefetch:
+        if key not in prefetch:
+            notes.append(DataNote("missing", key, f"prefetch '{key}' was not provided"))
+    for key, value in prefetch.items():
+        for res in _resources_in(value, key, notes, copy):
+            yield normalise(res, notes)
+
+
+def read_draft_orders(context: Mapping[str, Any], notes: list[DataNote]) -> tuple[Resource, ...]:
+    """The ordering session's draft orders (``context.draftOrders``), normalised."""
+    return tuple(normalise(r, notes) for r in _resources_in(context.get("draftOrders"), "draftOrders", notes))
+
+
+def selections_of(hook: Any, context: Mapping[str, Any], draft_orders: Iterable[Resource]) -> tuple[str, ...]:
+    """The orders the hook is about: ``context.selections`` on order-select, else every draft."""
+    if hook == "order-select":
+        return tuple(str(s) for s in context.get("selections") or ())
+    return tuple(reference_of(o) for o in draft_orders)
+
+
+def record_notes(request: Mapping[str, Any], expected_prefetch: Iterable[str] = ()) -> tuple[DataNote, ...]:
+    """The notes :func:`build_record` would attach to this request's record, in the same
+    order, without building it (the relevance gate's answer still shows them)."""
+    notes: list[DataNote] = []
+    for _ in _prefetched(request, expected_prefetch, notes, copy=False):
+        pass
+    read_draft_orders(request.get("context") or {}, notes)
+    return tuple(notes)
 
 
 def _type_id(resource: Resource) -> tuple[str, str]:
@@ -82,13 +102,13 @@ def _type_id(resource: Resource) -> tuple[str, str]:
     return resource.get("resourceType", ""), rid if type(rid) is str else str(rid)
 
 
-def _resources_in(value: Any, key: str, notes: list[DataNote]) -> Iterable[Resource]:
+def _resources_in(value: Any, key: str, notes: list[DataNote], copy: bool = True) -> Iterable[Resource]:
     """Yield the resources held by a prefetch value or the draftOrders Bundle."""
     if value is None:
         return
     if isinstance(value, list):  # tolerated: a bare list of resources
         for item in value:
-            yield from _resources_in(item, key, notes)
+            yield from _resources_in(item, key, notes, copy)
         return
     if not isinstance(value, Mapping) or not isinstance(value.get("resourceType"), str):
         notes.append(DataNote("unreadable", key, f"'{key}' is not a FHIR resource or Bundle"))
@@ -106,11 +126,11 @@ def _resources_in(value: Any, key: str, notes: list[DataNote]) -> Iterable[Resou
             # (a record holds thousands; the dict check first: the Mapping ABC check is slow)
             if type(res) is dict and type(res.get("resourceType")) is str \
                     and res["resourceType"] not in ("Bundle", "OperationOutcome"):
-                yield dict(res)
+                yield dict(res) if copy else res
                 continue
-            yield from _resources_in(res, key, notes)
+            yield from _resources_in(res, key, notes, copy)
         return
-    yield dict(value)
+    yield dict(value) if copy else value
 
 
 def _outcome_text(outcome: Mapping[str, Any]) -> str:
