@@ -40,3 +40,29 @@ def create_floor_app() -> FastAPI:
 
     tune_gc()
     return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.floor_app --port P [--workers N]``: served the way ``cds-service
+    serve`` serves the service (one worker: ``uvicorn.run`` in the process; N workers: a
+    listening socket per worker, ``SO_REUSEPORT``), with the same uvicorn options."""
+    import argparse
+
+    import uvicorn
+
+    from cds_service.commands._workers import reuseport_supported, run_workers
+
+    p = argparse.ArgumentParser(prog="python -m bench.floor_app")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--workers", type=int, default=1)
+    args = p.parse_args(argv)
+    options = {"log_config": None, "access_log": False, "server_header": False}
+    if args.workers > 1 and reuseport_supported():
+        run_workers(create_floor_app, args.workers, args.host, args.port, **options)
+    else:
+        uvicorn.run(create_floor_app(), host=args.host, port=args.port, **options)
+
+
+if __name__ == "__main__":
+    main()
