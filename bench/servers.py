@@ -60,6 +60,18 @@ class Server:
         """The process and its children (uvicorn workers)."""
         return [self.proc.pid, *_children(self.proc.pid)]
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by every process of the server."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return total / tick
+
     def rss_kib(self) -> dict[int, int]:
         """VmRSS of every process of the server, KiB."""
         return {pid: rss for pid in self.pids() if (rss := vm_rss_kib(pid)) is not None}

@@ -117,12 +117,16 @@ def http_runs(
                     _check(url, bodies[label])
                     loadgen.run_wrk(url, scripts[label], concurrency=concurrency, seconds=warmup_s)
                     before = _audit_count(workdir) if name == "service" and n == 1 else 0
+                    cpu0 = server.cpu_seconds()
                     result = loadgen.run_wrk(url, scripts[label], concurrency=concurrency, seconds=seconds)
                     row[name] = result.as_json()
+                    # CPU per request, all processes of the server: robust to a loaded machine, where
+                    # throughput also measures what else is running
+                    row[name]["cpu_ms_per_request"] = round((server.cpu_seconds() - cpu0) * 1000 / max(result.requests, 1), 2)
                     if name == "service" and n == 1:
                         row["steps"] = server_steps(workdir, before)
                     say(f"  http {label} workers={n} {name}: p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
-                        f"{result.rps:.1f} req/s" + ("" if result.ok else f" [{result.non_2xx} non-2xx, {result.socket_errors} socket errors]"))  # fmt: skip
+                        f"{result.rps:.1f} req/s, CPU {row[name]['cpu_ms_per_request']} ms/request" + ("" if result.ok else f" [{result.non_2xx} non-2xx, {result.socket_errors} socket errors]"))  # fmt: skip
                 if n == 1 and single_seconds > 0:
                     # one request at a time: the latency one clinician's hook sees, no queueing
                     row["single"] = {}
@@ -135,6 +139,7 @@ def http_runs(
                 row["ratio_p50"] = round(row["service"]["p50_ms"] / row["floor"]["p50_ms"], 2)
                 row["ratio_p99"] = round(row["service"]["p99_ms"] / row["floor"]["p99_ms"], 2)
                 row["ratio_rps"] = round(row["service"]["rps"] / row["floor"]["rps"], 3)
+                row["ratio_cpu"] = round(row["service"]["cpu_ms_per_request"] / max(row["floor"]["cpu_ms_per_request"], 0.01), 2)
                 rows.append(row)
             row_rss = service.rss_kib()
             for row in rows:
