@@ -216,14 +216,15 @@ def steps_rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 MIXED_HEAD = ["workers", "service req/s", "service p50", "service p99", "floor req/s", "floor p50", "floor p99",
-              "throughput / floor", "p99 / floor"]  # fmt: skip
+              "throughput / floor", "p99 / floor", "CPU/request service", "CPU/request floor"]  # fmt: skip
 
 
 def mixed_rows(results: dict[str, Any]) -> list[list[str]]:
     return [
         [str(r["workers"]), f"{r['service']['rps']:.1f}", f"{r['service']['p50_ms']:.1f}", f"{r['service']['p99_ms']:.1f}",
          f"{r['floor']['rps']:.1f}", f"{r['floor']['p50_ms']:.1f}", f"{r['floor']['p99_ms']:.1f}",
-         f"{r['ratio_rps']:.2f}", f"{r['ratio_p99']:.2f}"]
+         f"{r['ratio_rps']:.2f}", f"{r['ratio_p99']:.2f}",
+         f"{r['service'].get('cpu_ms_per_request', 0):.2f}", f"{r['floor'].get('cpu_ms_per_request', 0):.2f}"]
         for r in results.get("mixed", [])
     ]  # fmt: skip
 

@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--http-size", type=int, default=report.TARGET_SIZE, help="patient size for HTTP and fallback")
     p.add_argument("--concurrency", type=int, default=16, help="wrk connections (fixed concurrency)")
     p.add_argument("--duration", type=float, help="seconds per wrk run [8; quick 3]")
-    p.add_argument("--workers", default="1,2", help="uvicorn worker counts, comma-separated")
+    p.add_argument("--workers", default="1,2", help="worker counts, comma-separated")
+    p.add_argument("--repeat", type=int, help="wrk runs per server and kind, service and floor alternating; "
+                   "medians kept [2; quick 1]")
     p.add_argument("--fallback-delay", type=float, default=0.05, help="injected latency per FHIR call, seconds")
     p.add_argument("--skip-http", action="store_true", help="in-process only (no servers)")
     p.add_argument("--skip-mixed", action="store_true", help="leave out the mixed-workload runs")
@@ -115,12 +117,14 @@ def main(argv: list[str] | None = None) -> int:
                     results["http"] = web.http_runs(workdir, http_patient, templates, workers=workers,
                                                     concurrency=args.concurrency, seconds=duration,
                                                     warmup_s=1.0 if quick else 2.0,
-                                                    single_seconds=2.0 if quick else 4.0, say=say)  # fmt: skip
+                                                    single_seconds=2.0 if quick else 4.0,
+                                                    repeat=args.repeat or (1 if quick else 2), say=say)  # fmt: skip
                     if not args.skip_mixed:
                         say("mixed workload (90% irrelevant order-select, 8% order-select, 2% order-sign) ...")
                         results["mixed"] = web.mixed(workdir, http_patient, templates, workers=workers,
                                                      concurrency=args.concurrency, seconds=duration,
-                                                     warmup_s=1.0 if quick else 2.0, say=say)  # fmt: skip
+                                                     warmup_s=1.0 if quick else 2.0,
+                                                     repeat=args.repeat or (1 if quick else 2), say=say)  # fmt: skip
                 say(f"fallback: no prefetch, FHIR endpoint with {args.fallback_delay * 1000:g} ms per call ...")
                 keys = len(templates["SactOrderSelect"])
                 results["fallback"] = web.fallback(workdir, http_patient, templates["SactOrderSelect"],

@@ -45,6 +45,16 @@ def bodies_for(patient: SyntheticPatient, templates: dict[str, dict[str, str]]) 
             for label, sid, hook in KINDS}  # fmt: skip
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each numeric figure's median over the runs (the runs kept under ``runs``)."""
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = statistics.median(r[key] for r in runs)
+    out["runs"] = [{k: r[k] for k in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request")} for r in runs]
+    return out
+
+
 def server_steps(workdir: Path, since: int) -> dict[str, Any]:
     """p50 of each step the service timed for the invocations after the ``since`` newest
     (read back from its audit store), and of its own latency (start of the handler to the
@@ -98,9 +108,11 @@ def http_runs(
     seconds: float = 8.0,
     warmup_s: float = 2.0,
     single_seconds: float = 4.0,
+    repeat: int = 2,
     say: Say = print,
 ) -> list[dict[str, Any]]:
-    """Service and floor, side by side in the same run, for each worker count and kind;
+    """Service and floor, side by side in the same run, for each worker count and kind,
+    ``repeat`` runs each, alternating (the median of each figure is kept, the runs too);
     with one worker also one request at a time (``single_seconds`` per run, 0 to skip) and
     the steps the service timed in itself."""
     bodies = bodies_for(patient, templates)
@@ -112,21 +124,31 @@ def http_runs(
             for label, sid, _ in KINDS:
                 row: dict[str, Any] = {"size": patient.size, "workers": n, "hook": label, "service": sid,
                                        "concurrency": concurrency, "body_bytes": len(bodies[label])}  # fmt: skip
-                for name, server in (("service", service), ("floor", floor)):
+                pair = {"service": service, "floor": floor}
+                for server in pair.values():
                     url = f"{server.url}/cds-services/{sid}"
                     _check(url, bodies[label])
                     loadgen.run_wrk(url, scripts[label], concurrency=concurrency, seconds=warmup_s)
-                    before = _audit_count(workdir) if name == "service" and n == 1 else 0
-                    cpu0 = server.cpu_seconds()
-                    result = loadgen.run_wrk(url, scripts[label], concurrency=concurrency, seconds=seconds)
-                    row[name] = result.as_json()
-                    # CPU per request, all processes of the server: robust to a loaded machine, where
-                    # throughput also measures what else is running
-                    row[name]["cpu_ms_per_request"] = round((server.cpu_seconds() - cpu0) * 1000 / max(result.requests, 1), 2)
-                    if name == "service" and n == 1:
-                        row["steps"] = server_steps(workdir, before)
-                    say(f"  http {label} workers={n} {name}: p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
-                        f"{result.rps:.1f} req/s, CPU {row[name]['cpu_ms_per_request']} ms/request" + ("" if result.ok else f" [{result.non_2xx} non-2xx, {result.socket_errors} socket errors]"))  # fmt: skip
+                before = _audit_count(workdir) if n == 1 else 0
+                runs: dict[str, list[dict[str, Any]]] = {"service": [], "floor": []}
+                for rep in range(repeat):  # service and floor alternate, so both see the same machine
+                    for name in ("service", "floor") if rep % 2 == 0 else ("floor", "service"):
+                        server = pair[name]
+                        cpu0 = server.cpu_seconds()
+                        result = loadgen.run_wrk(f"{server.url}/cds-services/{sid}", scripts[label],
+                                                 concurrency=concurrency, seconds=seconds)  # fmt: skip
+                        run = result.as_json()
+                        # CPU per request, all processes of the server: robust to a loaded machine,
+                        # where throughput also measures what else is running
+                        run["cpu_ms_per_request"] = round((server.cpu_seconds() - cpu0) * 1000 / max(result.requests, 1), 2)
+                        runs[name].append(run)
+                        say(f"  http {label} workers={n} {name} (run {rep + 1}/{repeat}): p50 {result.p50_ms:.1f} ms, "
+                            f"p99 {result.p99_ms:.1f} ms, {result.rps:.1f} req/s, CPU {run['cpu_ms_per_request']} ms/request"
+                            + ("" if result.ok else f" [{result.non_2xx} non-2xx, {result.socket_errors} socket errors]"))  # fmt: skip
+                for name in ("service", "floor"):
+                    row[name] = _median_run(runs[name])
+                if n == 1:
+                    row["steps"] = server_steps(workdir, before)
                 if n == 1 and single_seconds > 0:
                     # one request at a time: the latency one clinician's hook sees, no queueing
                     row["single"] = {}
@@ -162,6 +184,7 @@ def mixed(
     concurrency: int = 16,
     seconds: float = 8.0,
     warmup_s: float = 2.0,
+    repeat: int = 2,
     say: Say = print,
 ) -> list[dict[str, Any]]:
     """wrk sending the MIX (each request drawn at random by share) to the service and to the
@@ -174,17 +197,29 @@ def mixed(
     for n in workers:
         row: dict[str, Any] = {"workers": n, "size": patient.size, "concurrency": concurrency,
                                "mix": {label: share for share, label in MIX}}  # fmt: skip
-        for name, ctx in (("service", servers.service), ("floor", servers.floor)):
-            with ctx(workdir, n) as server:
+        with servers.service(workdir, n) as service, servers.floor(workdir, n) as floor:
+            pair = {"service": service, "floor": floor}
+            for server in pair.values():
                 for _, path, body in parts:
                     _check(server.url + path, body)
                 loadgen.run_wrk(server.url + "/", script, concurrency=concurrency, seconds=warmup_s)
-                result = loadgen.run_wrk(server.url + "/", script, concurrency=concurrency, seconds=seconds)
-                row[name] = result.as_json()
-                say(f"  mixed workers={n} {name}: {result.rps:.1f} req/s, p50 {result.p50_ms:.1f} ms, "
-                    f"p99 {result.p99_ms:.1f} ms" + ("" if result.ok else f" [{result.non_2xx} non-2xx]"))
+            runs: dict[str, list[dict[str, Any]]] = {"service": [], "floor": []}
+            for rep in range(repeat):
+                for name in ("service", "floor") if rep % 2 == 0 else ("floor", "service"):
+                    server = pair[name]
+                    cpu0 = server.cpu_seconds()
+                    result = loadgen.run_wrk(server.url + "/", script, concurrency=concurrency, seconds=seconds)
+                    run = result.as_json()
+                    run["cpu_ms_per_request"] = round((server.cpu_seconds() - cpu0) * 1000 / max(result.requests, 1), 2)
+                    runs[name].append(run)
+                    say(f"  mixed workers={n} {name} (run {rep + 1}/{repeat}): {result.rps:.1f} req/s, p50 "
+                        f"{result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, CPU {run['cpu_ms_per_request']} ms/request"
+                        + ("" if result.ok else f" [{result.non_2xx} non-2xx]"))  # fmt: skip
+            for name in ("service", "floor"):
+                row[name] = _median_run(runs[name])
         row["ratio_rps"] = round(row["service"]["rps"] / row["floor"]["rps"], 3)
         row["ratio_p99"] = round(row["service"]["p99_ms"] / row["floor"]["p99_ms"], 2)
+        row["ratio_cpu"] = round(row["service"]["cpu_ms_per_request"] / max(row["floor"]["cpu_ms_per_request"], 0.01), 2)
         out.append(row)
     return out
 
