@@ -35,7 +35,7 @@ def resolve(config: str | None, **cli: Any) -> Settings:
 @click.option(
     "--config", type=click.Path(dir_okay=False), help="TOML config file ([service], [security], [policy])."
 )
-@click.option("--workers", type=int, help="uvicorn worker processes [default: 1].")
+@click.option("--workers", type=int, help="Worker processes, a listening socket each (SO_REUSEPORT) [default: 1].")
 @click.option(
     "--allow-unauthenticated",
     is_flag=True,
