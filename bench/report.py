@@ -528,8 +528,8 @@ def _not_met(results: dict[str, Any]) -> list[str]:
         ours, floor = row["service"]["cpu_ms_per_request"], row["floor"]["cpu_ms_per_request"]
         own = ", ".join(f"{k} {st[k]:.2f}" for k in _STEP_NAMES if k in st)
         lines += [f"- {what} / floor: each request cost the service {ours:.2f} ms of CPU and the floor {floor:.2f} ms "
-                  f"(x{ours / max(floor, 0.01):.2f}); the latency ratio ({row['ratio_p50']:.2f}) is larger because the "
-                  f"machine was shared. Of the {ours - floor:.2f} ms more, the evaluation steps take {steps:.2f} ({own}); "
+                  f"(x{ours / max(floor, 0.01):.2f}; latency ratio {row['ratio_p50']:.2f}, which also depends on what "
+                  f"else ran on the machine). Of the {ours - floor:.2f} ms more, the evaluation steps take {steps:.2f} ({own}); "
                   f"the rest, {ours - floor - steps:.2f} ms, is the per-request work outside them (see the steps table). "
                   f"A latency ratio of {1.2 if row is irrelevant else 1.5} needs the service within "
                   f"{(0.2 if row is irrelevant else 0.5) * floor:.2f} ms of CPU of the floor."]  # fmt: skip

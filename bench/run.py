@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-mixed", action="store_true", help="leave out the mixed-workload runs")
     p.add_argument("--write-docs", action="store_true", help="also rewrite the Performance section of README.md (between its performance markers)")
     p.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON results")
+    p.add_argument("--docs-from", type=Path, metavar="JSON",
+                   help="only rewrite the README's Performance section from a saved run's JSON, then exit")
     return p.parse_args(argv)
 
 
@@ -56,6 +58,9 @@ def say(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.docs_from:
+        write_docs(json.loads(args.docs_from.read_text(encoding="utf-8")))
+        return 0
     quick = args.quick
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
@@ -144,12 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     say(f"wrote {args.output} ({results['seconds']} s)")
     if args.write_docs:
-        from cds_service.commands.readme import replace_marked
-
-        section = report.markdown(results).split("\n", 1)[1]  # the README has its own heading
-        README.write_text(replace_marked(README.read_text(encoding="utf-8"), "performance", section), encoding="utf-8")
-        say(f"updated the Performance section of {README}")
+        write_docs(results)
     return 1 if "error" in results else 0
+
+
+def write_docs(results: dict[str, Any]) -> None:
+    """Rewrite the README's Performance section (between its markers) from ``results``."""
+    from cds_service.commands.readme import replace_marked
+
+    section = report.markdown(results).split("\n", 1)[1]  # the README has its own heading
+    README.write_text(replace_marked(README.read_text(encoding="utf-8"), "performance", section), encoding="utf-8")
+    say(f"updated the Performance section of {README}")
 
 
 if __name__ == "__main__":
