@@ -229,3 +229,37 @@ def test_which_drafts_are_irrelevant(engines, drafts, irrelevant) -> None:
     gate = engines[0].gate("SactOrderSelect", "order-select")
     assert gate is not None
     assert gate.irrelevant(drafts, engines[0].kb.terminology) is irrelevant
+
+
+_OUTCOME = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout", "diagnostics": "x"}]}
+_ODD_VALUES = [
+    _OUTCOME, "junk", None, [{"resourceType": "Patient", "id": "x"}],
+    {"resourceType": "Bundle", "entry": [{"resource": _OUTCOME}]},
+    {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "MedicationOrder", "id": "m"}}]},
+    {"resourceType": "Bundle", "entry": ["junk", {"resource": None}, {"resource": {"resourceType": "Bundle"}}]},
+    {"resourceType": "MedicationOrder", "id": "m2", "medicationCodeableConcept": PARACETAMOL},
+]
+
+
+@pytest.mark.parametrize("odd", [*range(len(_ODD_VALUES)), "missing"])
+def test_the_gate_finds_the_notes_build_record_would(engines, odd) -> None:
+    """record_notes (what the gate shows without building the record) == build_record's notes,
+    on a whole scenario record with one prefetch value replaced by an odd one, or left out."""
+    from cds_service.record import build_record, record_notes
+
+    plain = engines[1]
+    templates = plain.service("SactOrderSign").prefetch
+    resolved = load_scenario(SCENARIOS[0]).resolved(NOW)
+    resolved = dataclasses.replace(resolved, scenario=dataclasses.replace(resolved.scenario, hook="order-sign"))
+    body = build_request(resolved, templates).body
+    assert record_notes(body, templates) == build_record(copy.deepcopy(body), templates).notes == ()
+    key = sorted(body["prefetch"])[0]
+    if odd == "missing":
+        del body["prefetch"][key]
+    else:
+        body["prefetch"][key] = _ODD_VALUES[odd]
+    notes = record_notes(body, templates)
+    assert notes == build_record(copy.deepcopy(body), templates).notes
+    # an error, junk, a DSTU2 MedicationOrder or a missing key is noted (null, a bare list of
+    # resources and empty or unreadable Bundle entries are read without a note, as before)
+    assert bool(notes) is (odd in (0, 1, 4, 5, 7, "missing"))

@@ -90,10 +90,40 @@ def record_notes(request: Mapping[str, Any], expected_prefetch: Iterable[str] = 
     """The notes :func:`build_record` would attach to this request's record, in the same
     order, without building it (the relevance gate's answer still shows them)."""
     notes: list[DataNote] = []
-    for _ in _prefetched(request, expected_prefetch, notes, copy=False):
-        pass
+    prefetch = request.get("prefetch") or {}
+    if all(_quiet(value) for value in prefetch.values()):  # the common case, read without a generator per resource
+        notes.extend(DataNote("missing", key, f"prefetch '{key}' was not provided")
+                     for key in expected_prefetch if key not in prefetch)
+    else:
+        for _ in _prefetched(request, expected_prefetch, notes, copy=False):
+            pass
     read_draft_orders(request.get("context") or {}, notes)
     return tuple(notes)
+
+
+#: resource types whose reading adds a note (or descends): see _resources_in and normalise
+_NOTED = frozenset(("Bundle", "OperationOutcome", "MedicationOrder"))
+
+
+def _quiet(value: Any) -> bool:
+    """True when :func:`_resources_in` + :func:`normalise` certainly add no note for this
+    prefetch value: nothing, a plain resource, or a Bundle of plain resources (anything
+    else, e.g. a list or an entry that is not a dict, goes the general way)."""
+    if value is None:
+        return True
+    if type(value) is not dict or type(value.get("resourceType")) is not str:
+        return False
+    if value["resourceType"] != "Bundle":
+        return value["resourceType"] not in _NOTED
+    for entry in value.get("entry") or ():
+        if type(entry) is not dict:
+            return False
+        res = entry.get("resource")
+        if res is None:
+            continue
+        if type(res) is not dict or type(res.get("resourceType")) is not str or res["resourceType"] in _NOTED:
+            return False
+    return True
 
 
 def _type_id(resource: Resource) -> tuple[str, str]:
