@@ -330,6 +330,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"({'httptools/uvloop' if pk.get('httptools') and pk.get('uvloop') else 'h11 and asyncio: no httptools/uvloop installed'}), "
         f"orjson {pk.get('orjson')}, {' '.join((m['wrk'] or 'wrk not installed').split()[:2])}; "
         f"bytecode cache {m['bytecode_cache']}.",
+        *([f"Load average (1, 5, 15 min) before the HTTP runs {results['load_average']['before_http']}, after "
+           f"{results['load_average'].get('after_http')}, on {m['cores']} cores: other work shared the machine, "
+           "which is why the ratios, not the absolute times, are the figures to read."]
+          if results.get("load_average") else []),
         "",
         "### Targets",
         "",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"  irrelevant order-select in-process: gate {results['gate_time']['gate_p50_ms']} ms, full path "
         f"{results['gate_time']['full_p50_ms']} ms (p50)")
     if not args.skip_http:
+        results["load_average"] = {"before_http": [round(x, 2) for x in os.getloadavg()]}
         with tempfile.TemporaryDirectory(prefix="sact-bench-") as tmp:
             workdir = Path(tmp)
             try:
@@ -142,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["error"] = str(exc)
                 say(f"benchmark step failed: {exc}")
 
+    if "load_average" in results:
+        results["load_average"]["after_http"] = [round(x, 2) for x in os.getloadavg()]
     results["targets"] = report.targets(results)
     results["seconds"] = round(time.perf_counter() - started, 1)
     report.print_tables(results)
