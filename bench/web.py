@@ -34,6 +34,8 @@ Say = Callable[[str], None]
 IRRELEVANT = "order-select, irrelevant"
 KINDS = (("order-select", "SactOrderSelect", "order-select"), (IRRELEVANT, "SactOrderSelect", "order-select"),
          ("order-sign", "SactOrderSign", "order-sign"))
+#: Audit rows read back at most (a full run writes several thousand; the count must not cap)
+_AUDIT_LIMIT = 200_000
 #: Steps the service times in itself (audit ``timings_ms``), in request order.
 STEPS = ("auth", "read", "validate", "fetch", "gate", "record", "features", "rules", "render")
 
@@ -64,7 +66,7 @@ def server_steps(workdir: Path, since: int) -> dict[str, Any]:
     time.sleep(0.5)  # the audit rows are written after the responses
     store = AuditStore(f"sqlite:///{workdir / 'audit.sqlite'}")
     try:
-        rows = store.recent(5000)[0]
+        rows = store.recent(_AUDIT_LIMIT)[0]
     finally:
         store.close()
     rows = rows[: max(0, len(rows) - since)]
@@ -85,7 +87,7 @@ def _audit_count(workdir: Path) -> int:
     time.sleep(0.5)
     store = AuditStore(f"sqlite:///{workdir / 'audit.sqlite'}")
     try:
-        return len(store.recent(5000)[0])
+        return len(store.recent(_AUDIT_LIMIT)[0])
     finally:
         store.close()
 
