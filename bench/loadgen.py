@@ -42,6 +42,47 @@ def wrk_version() -> str | None:
     return " ".join(text.split()[:2]) if text else "wrk"  # "wrk debian/4.1.0-3+b2"
 
 
+#: wrk -s script: POST one of several bodies, each to its path, drawn at random by share.
+MIX_LUA = """-- written by bench/loadgen.py: a mixed workload, each request drawn by share
+local parts = {parts}
+local requests, cumulative = {}, {}
+local total = 0
+function init(args)
+  -- built here, not at load: wrk sets the Host header only once the thread is set up
+  local headers = {["Content-Type"] = "application/json", ["Accept"] = "application/json",
+                   ["Host"] = wrk.headers["Host"]}
+  for i, p in ipairs(parts) do
+    local f = assert(io.open(p[3], "rb"))
+    local body = f:read("*a")
+    f:close()
+    requests[i] = wrk.format("POST", p[2], headers, body)
+    total = total + p[1]
+    cumulative[i] = total
+  end
+  math.randomseed(os.time())
+end
+function request()
+  local r = math.random() * total
+  for i, c in ipairs(cumulative) do
+    if r <= c then return requests[i] end
+  end
+  return requests[#requests]
+end
+"""
+
+
+def write_mix_script(workdir: Path, parts: list[tuple[float, str, bytes]], name: str) -> Path:
+    """A wrk script sending ``(share, path, body)`` parts at random by share."""
+    rows = []
+    for n, (share, path, body) in enumerate(parts):
+        body_file = workdir / f"{name}-{n}.json"
+        body_file.write_bytes(body)
+        rows.append(f'{{{share!r}, "{path}", "{body_file}"}}')
+    script = workdir / f"{name}.mix.lua"
+    script.write_text(MIX_LUA.replace("{parts}", "{" + ", ".join(rows) + "}"), encoding="utf-8")
+    return script
+
+
 def write_post_script(workdir: Path, body: bytes, name: str) -> Path:
     body_file = workdir / f"{name}.json"
     body_file.write_bytes(body)

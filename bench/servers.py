@@ -1,10 +1,12 @@
 """Server processes for the HTTP measurements: start on a free loopback port, wait until
 ready, always stop. Nothing here binds anything but 127.0.0.1.
 
-- the service: ``uvicorn cds_service.api:app_from_env --factory`` (settings from ``CDS_*``,
-  as ``cds-service serve --workers N`` runs it), audit store in a temporary SQLite file,
-  no trusted issuers (unauthenticated is allowed on loopback only: settings.py);
-- the floor: ``uvicorn bench.floor_app:create_floor_app --factory`` with the same options;
+- the service: ``cds-service serve --workers N --port P`` (the documented command: one
+  worker in the process, or N forked workers with a listening socket each), settings from
+  ``CDS_*`` with their defaults (log level INFO, as shipped), audit store in a temporary
+  SQLite file, no trusted issuers (unauthenticated is allowed on loopback only: settings.py);
+- the floor: ``python -m bench.floor_app --port P --workers N``, served the same way, with
+  the same uvicorn options and the service's garbage-collector set-up (issue 11);
 - the slow FHIR endpoint: ``uvicorn bench.fhir_stub:app_from_env --factory``;
 - cold start: ``cds-service serve`` itself (the documented command).
 """
@@ -27,7 +29,6 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-SERVICE_APP = "cds_service.api:app_from_env"
 UVICORN_OPTIONS = ("--no-access-log", "--no-server-header", "--log-level", "warning")
 
 
@@ -58,6 +59,18 @@ class Server:
     def pids(self) -> list[int]:
         """The process and its children (uvicorn workers)."""
         return [self.proc.pid, *_children(self.proc.pid)]
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by every process of the server."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return total / tick
 
     def rss_kib(self) -> dict[int, int]:
         """VmRSS of every process of the server, KiB."""
@@ -173,10 +186,9 @@ def running(name: str, argv: Sequence[str], env: Mapping[str, str], workdir: Pat
 
 
 @contextmanager
-def service(workdir: Path, workers: int = 1, extra_env: Mapping[str, str] | None = None,
-            app: str = SERVICE_APP) -> Iterator[Server]:  # fmt: skip
+def service(workdir: Path, workers: int = 1, extra_env: Mapping[str, str] | None = None) -> Iterator[Server]:
     port = free_port()
-    argv = uvicorn_argv(app, port, workers)
+    argv = [*serve_command(), "--port", str(port), "--workers", str(workers)]
     with running(f"service-w{workers}", argv, service_env(workdir, extra_env), workdir, port) as server:
         yield server
 
@@ -184,7 +196,7 @@ def service(workdir: Path, workers: int = 1, extra_env: Mapping[str, str] | None
 @contextmanager
 def floor(workdir: Path, workers: int = 1) -> Iterator[Server]:
     port = free_port()
-    argv = uvicorn_argv("bench.floor_app:create_floor_app", port, workers)
+    argv = [sys.executable, "-m", "bench.floor_app", "--port", str(port), "--workers", str(workers)]
     with running(f"floor-w{workers}", argv, service_env(workdir), workdir, port) as server:
         yield server
 

@@ -407,3 +407,14 @@ def hook_request(
     if templates is not None:
         body["prefetch"] = prefetch_for(patient, templates)
     return body
+
+
+def irrelevant_request(patient: SyntheticPatient, templates: Mapping[str, str] | None) -> Resource:
+    """An order-select for an order no rule is about, on the same record: the session drafts
+    only the premedication (no inotuzumab) and the prescriber picks paracetamol. In an EHR,
+    order-select fires for every medication picked; most are like this one."""
+    body = hook_request(patient, "order-select", templates)
+    keep = [o for o in patient.draft_orders if o["id"] in ("draft-paracetamol", "draft-loratadine")]
+    body["context"]["draftOrders"]["entry"] = [{"resource": o} for o in keep]
+    body["context"]["selections"] = ["MedicationRequest/draft-paracetamol"]
+    return body

@@ -1,8 +1,10 @@
 """The measurements that need running servers (issue 6, parts 2-5).
 
 - ``http_runs``: wrk at fixed concurrency against the service and, in the same run, the
-  bare-framework floor (``bench/floor_app.py``), 1 and 2 uvicorn workers, order-select
-  and order-sign, prefetch present; the ratio service/floor is the tracked figure;
+  bare-framework floor (``bench/floor_app.py``), 1 and 2 workers, order-select, an
+  order-select no rule is about, and order-sign, prefetch present; the ratio
+  service/floor is the tracked figure; with 1 worker also the steps the service timed;
+- ``mixed``: an EHR-like mix of those requests (``MIX``), throughput and p99;
 - ``fallback``: prefetch absent, data from a local FHIR endpoint that answers each call
   after an injected delay; total hook latency against that delay, calls made, and the
   most calls in flight at once (concurrent fetches);
@@ -23,10 +25,71 @@ import orjson
 
 from bench import loadgen, servers
 from bench.inprocess import HOOKS, percentile
-from bench.synth import SyntheticPatient, hook_request
+from bench.synth import SyntheticPatient, hook_request, irrelevant_request
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 Say = Callable[[str], None]
+#: What the HTTP runs send: (label, service id, hook); "irrelevant" is an order-select for an
+#: order no rule is about (paracetamol, no inotuzumab drafted), answered by the relevance gate.
+IRRELEVANT = "order-select, irrelevant"
+KINDS = (("order-select", "SactOrderSelect", "order-select"), (IRRELEVANT, "SactOrderSelect", "order-select"),
+         ("order-sign", "SactOrderSign", "order-sign"))
+#: Audit rows read back at most (a full run writes several thousand; the count must not cap)
+_AUDIT_LIMIT = 200_000
+#: Steps the service times in itself (audit ``timings_ms``), in request order.
+STEPS = ("auth", "read", "validate", "fetch", "gate", "record", "features", "rules", "render")
+
+
+def bodies_for(patient: SyntheticPatient, templates: dict[str, dict[str, str]]) -> dict[str, bytes]:
+    """The request body of each kind (KINDS)."""
+    return {label: orjson.dumps(irrelevant_request(patient, templates[sid]) if label == IRRELEVANT
+                                else hook_request(patient, hook, templates[sid]))
+            for label, sid, hook in KINDS}  # fmt: skip
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each numeric figure's median over the runs (the runs kept under ``runs``)."""
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = statistics.median(r[key] for r in runs)
+    out["runs"] = [{k: r[k] for k in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request")} for r in runs]
+    return out
+
+
+def server_steps(workdir: Path, since: int) -> dict[str, Any]:
+    """p50 of each step the service timed for the invocations after the ``since`` newest
+    (read back from its audit store), and of its own latency (start of the handler to the
+    response built)."""
+    from cds_service.store import AuditStore
+
+    time.sleep(0.5)  # the audit rows are written after the responses
+    store = AuditStore(f"sqlite:///{workdir / 'audit.sqlite'}")
+    try:
+        rows = store.recent(_AUDIT_LIMIT)[0]
+    finally:
+        store.close()
+    rows = rows[: max(0, len(rows) - since)]
+    out: dict[str, Any] = {"n": len(rows)}
+    for step in STEPS:
+        values = [r["timings_ms"][step] for r in rows if step in (r.get("timings_ms") or {})]
+        if values:
+            out[step] = round(statistics.median(values), 3)
+    lat = [r["latency_ms"] for r in rows if r.get("latency_ms") is not None]
+    if lat:
+        out["handler"] = round(statistics.median(lat), 3)
+    return out
+
+
+def _audit_count(workdir: Path) -> int:
+    from cds_service.store import AuditStore
+
+    time.sleep(0.5)
+    store = AuditStore(f"sqlite:///{workdir / 'audit.sqlite'}")
+    try:
+        return len(store.recent(_AUDIT_LIMIT)[0])
+    finally:
+        store.close()
 
 
 def _check(url: str, body: bytes) -> dict[str, Any]:
@@ -47,38 +110,60 @@ def http_runs(
     seconds: float = 8.0,
     warmup_s: float = 2.0,
     single_seconds: float = 4.0,
+    repeat: int = 2,
     say: Say = print,
 ) -> list[dict[str, Any]]:
-    """Service and floor, side by side, for each worker count and hook; with one worker
-    also one request at a time (``single_seconds`` per run, 0 to skip)."""
-    bodies = {sid: orjson.dumps(hook_request(patient, hook, templates[sid])) for sid, hook in HOOKS}
-    scripts = {sid: loadgen.write_post_script(workdir, body, f"{sid}-{patient.size}") for sid, body in bodies.items()}
+    """Service and floor, side by side in the same run, for each worker count and kind,
+    ``repeat`` runs each, alternating (the median of each figure is kept, the runs too);
+    with one worker also one request at a time (``single_seconds`` per run, 0 to skip) and
+    the steps the service timed in itself."""
+    bodies = bodies_for(patient, templates)
+    scripts = {label: loadgen.write_post_script(workdir, body, f"{label.replace(', ', '-')}-{patient.size}")
+               for label, body in bodies.items()}  # fmt: skip
     rows: list[dict[str, Any]] = []
     for n in workers:
         with servers.service(workdir, n) as service, servers.floor(workdir, n) as floor:
-            for sid, hook in HOOKS:
-                row: dict[str, Any] = {"size": patient.size, "workers": n, "hook": hook, "service": sid,
-                                       "concurrency": concurrency, "body_bytes": len(bodies[sid])}  # fmt: skip
-                for name, server in (("service", service), ("floor", floor)):
+            for label, sid, _ in KINDS:
+                row: dict[str, Any] = {"size": patient.size, "workers": n, "hook": label, "service": sid,
+                                       "concurrency": concurrency, "body_bytes": len(bodies[label])}  # fmt: skip
+                pair = {"service": service, "floor": floor}
+                for server in pair.values():
                     url = f"{server.url}/cds-services/{sid}"
-                    _check(url, bodies[sid])
-                    loadgen.run_wrk(url, scripts[sid], concurrency=concurrency, seconds=warmup_s)
-                    result = loadgen.run_wrk(url, scripts[sid], concurrency=concurrency, seconds=seconds)
-                    row[name] = result.as_json()
-                    say(f"  http {hook} workers={n} {name}: p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
-                        f"{result.rps:.1f} req/s" + ("" if result.ok else f" [{result.non_2xx} non-2xx, {result.socket_errors} socket errors]"))  # fmt: skip
+                    _check(url, bodies[label])
+                    loadgen.run_wrk(url, scripts[label], concurrency=concurrency, seconds=warmup_s)
+                before = _audit_count(workdir) if n == 1 else 0
+                runs: dict[str, list[dict[str, Any]]] = {"service": [], "floor": []}
+                for rep in range(repeat):  # service and floor alternate, so both see the same machine
+                    for name in ("service", "floor") if rep % 2 == 0 else ("floor", "service"):
+                        server = pair[name]
+                        cpu0 = server.cpu_seconds()
+                        result = loadgen.run_wrk(f"{server.url}/cds-services/{sid}", scripts[label],
+                                                 concurrency=concurrency, seconds=seconds)  # fmt: skip
+                        run = result.as_json()
+                        # CPU per request, all processes of the server: robust to a loaded machine,
+                        # where throughput also measures what else is running
+                        run["cpu_ms_per_request"] = round((server.cpu_seconds() - cpu0) * 1000 / max(result.requests, 1), 2)
+                        runs[name].append(run)
+                        say(f"  http {label} workers={n} {name} (run {rep + 1}/{repeat}): p50 {result.p50_ms:.1f} ms, "
+                            f"p99 {result.p99_ms:.1f} ms, {result.rps:.1f} req/s, CPU {run['cpu_ms_per_request']} ms/request"
+                            + ("" if result.ok else f" [{result.non_2xx} non-2xx, {result.socket_errors} socket errors]"))  # fmt: skip
+                for name in ("service", "floor"):
+                    row[name] = _median_run(runs[name])
+                if n == 1:
+                    row["steps"] = server_steps(workdir, before)
                 if n == 1 and single_seconds > 0:
                     # one request at a time: the latency one clinician's hook sees, no queueing
                     row["single"] = {}
                     for name, server in (("service", service), ("floor", floor)):
                         url = f"{server.url}/cds-services/{sid}"
-                        result = loadgen.run_wrk(url, scripts[sid], concurrency=1, seconds=single_seconds)
+                        result = loadgen.run_wrk(url, scripts[label], concurrency=1, seconds=single_seconds)
                         row["single"][name] = result.as_json()
-                        say(f"  http {hook} workers=1 c=1 {name}: p50 {result.p50_ms:.1f} ms, "
+                        say(f"  http {label} workers=1 c=1 {name}: p50 {result.p50_ms:.1f} ms, "
                             f"p99 {result.p99_ms:.1f} ms")
                 row["ratio_p50"] = round(row["service"]["p50_ms"] / row["floor"]["p50_ms"], 2)
                 row["ratio_p99"] = round(row["service"]["p99_ms"] / row["floor"]["p99_ms"], 2)
                 row["ratio_rps"] = round(row["service"]["rps"] / row["floor"]["rps"], 3)
+                row["ratio_cpu"] = round(row["service"]["cpu_ms_per_request"] / max(row["floor"]["cpu_ms_per_request"], 0.01), 2)
                 rows.append(row)
             row_rss = service.rss_kib()
             for row in rows:
@@ -86,6 +171,59 @@ def http_runs(
                     row["service_rss_mib"] = round(sum(row_rss.values()) / 1024, 1)
                     row["service_processes"] = len(row_rss)
     return rows
+
+
+#: The mixed workload (issue 11): what an EHR sends, by share of requests.
+MIX = ((0.90, IRRELEVANT), (0.08, "order-select"), (0.02, "order-sign"))
+
+
+def mixed(
+    workdir: Path,
+    patient: SyntheticPatient,
+    templates: dict[str, dict[str, str]],
+    *,
+    workers: Sequence[int] = (1, 2),
+    concurrency: int = 16,
+    seconds: float = 8.0,
+    warmup_s: float = 2.0,
+    repeat: int = 2,
+    say: Say = print,
+) -> list[dict[str, Any]]:
+    """wrk sending the MIX (each request drawn at random by share) to the service and to the
+    floor (same bodies), for each worker count: throughput, p50, p99."""
+    bodies = bodies_for(patient, templates)
+    sid_of = {label: sid for label, sid, _ in KINDS}
+    parts = [(share, f"/cds-services/{sid_of[label]}", bodies[label]) for share, label in MIX]
+    script = loadgen.write_mix_script(workdir, parts, f"mix-{patient.size}")
+    out: list[dict[str, Any]] = []
+    for n in workers:
+        row: dict[str, Any] = {"workers": n, "size": patient.size, "concurrency": concurrency,
+                               "mix": {label: share for share, label in MIX}}  # fmt: skip
+        with servers.service(workdir, n) as service, servers.floor(workdir, n) as floor:
+            pair = {"service": service, "floor": floor}
+            for server in pair.values():
+                for _, path, body in parts:
+                    _check(server.url + path, body)
+                loadgen.run_wrk(server.url + "/", script, concurrency=concurrency, seconds=warmup_s)
+            runs: dict[str, list[dict[str, Any]]] = {"service": [], "floor": []}
+            for rep in range(repeat):
+                for name in ("service", "floor") if rep % 2 == 0 else ("floor", "service"):
+                    server = pair[name]
+                    cpu0 = server.cpu_seconds()
+                    result = loadgen.run_wrk(server.url + "/", script, concurrency=concurrency, seconds=seconds)
+                    run = result.as_json()
+                    run["cpu_ms_per_request"] = round((server.cpu_seconds() - cpu0) * 1000 / max(result.requests, 1), 2)
+                    runs[name].append(run)
+                    say(f"  mixed workers={n} {name} (run {rep + 1}/{repeat}): {result.rps:.1f} req/s, p50 "
+                        f"{result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, CPU {run['cpu_ms_per_request']} ms/request"
+                        + ("" if result.ok else f" [{result.non_2xx} non-2xx]"))  # fmt: skip
+            for name in ("service", "floor"):
+                row[name] = _median_run(runs[name])
+        row["ratio_rps"] = round(row["service"]["rps"] / row["floor"]["rps"], 3)
+        row["ratio_p99"] = round(row["service"]["p99_ms"] / row["floor"]["p99_ms"], 2)
+        row["ratio_cpu"] = round(row["service"]["cpu_ms_per_request"] / max(row["floor"]["cpu_ms_per_request"], 0.01), 2)
+        out.append(row)
+    return out
 
 
 def _timed_calls(url: str, bodies: Sequence[bytes], client: httpx.Client) -> list[float]:

@@ -67,8 +67,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "Address to bind. Loopback by default; any other address needs trusted "
             "issuers or --allow-unauthenticated."),
     Setting("port", 8080, "TCP port to bind.", kind=int),
-    Setting("workers", 1, "uvicorn worker processes (each loads the knowledge; used JWT ids are shared "
-            "through the store).", kind=int),
+    Setting("workers", 1, "Worker processes, each with its own listening socket (SO_REUSEPORT) so "
+            "keep-alive clients are spread across them; the knowledge is compiled once before they are "
+            "forked; used JWT ids are shared through the store.", kind=int),
     Setting("data_dir", "./data", "Directory for local state (the default SQLite audit store); created "
             "if missing.", kind=Path),
     Setting("database_url", "", "SQLAlchemy URL of the audit store. Empty = sqlite:///<data_dir>/audit.sqlite; "

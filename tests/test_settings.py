@@ -272,6 +272,9 @@ def test_serve_with_workers_hands_the_settings_to_each_worker_through_the_enviro
 
     monkeypatch.setattr(cds_service.api, "build_engine", lambda settings: "engine")
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(app=app, env=dict(os.environ), **kw))
+    import cds_service.commands._workers as workers  # the platform has no SO_REUSEPORT: uvicorn's workers
+
+    monkeypatch.setattr(workers, "reuseport_supported", lambda: False)
     result = CliRunner().invoke(
         main,
         ["serve", "--workers", "3", "--port", "8182"],
@@ -281,6 +284,37 @@ def test_serve_with_workers_hands_the_settings_to_each_worker_through_the_enviro
     assert ran["app"] == "cds_service.api:app_from_env" and ran["factory"] is True and ran["workers"] == 3
     worker = load_settings(env=ran["env"])
     assert worker.port == 8182 and worker.workers == 3 and worker.policy.azole_window_days == 80
+
+
+def test_serve_with_workers_forks_reuseport_workers_with_the_resolved_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    import cds_service.api
+    import cds_service.commands._workers as workers
+
+    ran: dict[str, Any] = {}
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if not k.startswith("CDS_")})
+    monkeypatch.setattr(cds_service.api, "build_engine", lambda settings: "engine")
+    monkeypatch.setattr(cds_service.api, "create_app", lambda settings, engine: ran.update(settings=settings,
+                                                                                          engine=engine) or "app")
+    monkeypatch.setattr(cds_service.api.app, "tune_gc", lambda: None)
+
+    def run_workers(make_app: Any, n: int, host: str, port: int, **kw: Any) -> int:
+        ran.update(app=make_app(), workers=n, host=host, port=port, **kw)
+        return 0
+
+    monkeypatch.setattr(workers, "run_workers", run_workers)
+    result = CliRunner().invoke(
+        main,
+        ["serve", "--workers", "3", "--port", "8182"],
+        env={"CDS_DATABASE_URL": "sqlite://", "CDS_POLICY_AZOLE_WINDOW_DAYS": "70"},
+    )
+    assert result.exit_code == 0, result.output
+    assert ran["app"] == "app" and ran["engine"] == "engine"  # the knowledge compiled once, before the fork
+    assert ran["workers"] == 3 and ran["port"] == 8182 and ran["host"] == "127.0.0.1"
+    assert ran["settings"].policy.azole_window_days == 70
 
 
 def test_an_unusable_database_url_stops_the_start_with_a_message() -> None:

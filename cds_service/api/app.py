@@ -126,6 +126,8 @@ class ServiceState:
         self.policy_json = policy.as_json() if hasattr(policy, "as_json") else {}
         params = inspect.signature(engine.evaluate).parameters
         self.evaluate_takes_hook = "hook" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        #: the engine's relevance gate (Engine.screen), if it has one
+        self.screen = getattr(engine, "screen", None)
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
         self.audit_writer = AuditWriter(store)
@@ -325,7 +327,11 @@ class _RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        given = ""
+        for name, value in scope.get("headers") or ():
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+                break
         rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         tokens = [
             cds_logging.request_id.set(rid),
@@ -365,19 +371,20 @@ class _RequestContext:
                 )
                 await body(scope, receive, send_with_id)
         finally:
-            latency = round((time.perf_counter() - started) * 1000, 2)
-            log.info(
-                "%s %s -> %d",
-                scope["method"],
-                scope["path"],
-                status,
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "latency_ms": latency,
-                },
-            )
+            if log.isEnabledFor(logging.INFO):  # nothing built for a line that is not written
+                log.info(
+                    "%s %s -> %d",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "cards": scope.get(cds_logging.CARDS_KEY),
+                    },
+                )
             for var, token in zip(
                 (cds_logging.request_id, cds_logging.service, cds_logging.hook_instance), tokens, strict=True
             ):

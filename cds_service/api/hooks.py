@@ -7,9 +7,12 @@ anything the client sent):
 2. service id known -> 404; body is JSON no larger than ``max_request_bytes`` -> 400 / 413
 3. envelope (``envelope.py``) -> 400 naming the field
 4. prefetch completed from ``fhirServer`` (``record/_fetch.py``) -> 412 naming the keys
-5. record built leniently (``record.build_record``), fetch notes added
-6. engine evaluates on the event loop (pure CPU: a worker thread only adds GIL hand-offs),
-   one request at a time behind ``state.cpu_gate`` so probes are never queued behind all
+5. relevance gate (``Engine.screen``, engine/relevance.py): drafted orders no rule can fire
+   on are answered without building the record or computing features
+6. record built leniently (``record.build_record``), fetch notes added; the engine
+   evaluates on the event loop (pure CPU: a worker thread only adds GIL hand-offs), in turns
+   behind ``state.cpu_turns`` so health probes wait for one slice, not for every evaluation
+   in flight
 7. the audit row is written after the response is sent; a failing store is logged and
    counted, never turned into a failed hook call
 """
@@ -115,14 +118,20 @@ async def call_service(request: Request) -> JSON:
     started = time.perf_counter()
     await state.authenticate(request, f"/cds-services/{service_id}")
     definitions = state.lookup(service_id)  # 404 if unknown
+    t_read = time.perf_counter()
     body = await read_json(request, state.settings.max_request_bytes, state.settings.request_read_timeout_seconds)
+    t_valid = time.perf_counter()
     hooks = {h: d for d in definitions for h in state.hooks_of(d)}
     req = validate_request(body, service_id, hooks)
+    t_done = time.perf_counter()
     cds_logging.service.set(service_id)
     cds_logging.hook_instance.set(req["hookInstance"])
     definition = hooks[req["hook"]]
     templates = dict(definition.prefetch or {})
     audit = _AuditDraft(state, service_id, req, started)
+    # the steps of this call, in the server (audit timings_ms; bench/steps.py reads them)
+    audit.timings.update(auth=(t_read - started) * 1000, read=(t_valid - t_read) * 1000,
+                         validate=(t_done - t_valid) * 1000)
 
     settings = state.settings
     t_fetch = time.perf_counter()
@@ -136,48 +145,62 @@ async def call_service(request: Request) -> JSON:
             {k: f"prefetch '{k}' ({templates[k]}): {why}" for k, why in fetch.missing.items()}
         )
 
-    # The CPU-bound step (record, rules, card rendering) runs on the event loop, in turns
-    # (``CpuTurns``): once the steps run back to back in one turn of the loop have used
+    full = {**req, "prefetch": fetch.prefetch}
+    # The CPU-bound step (gate or record, rules, card rendering) runs on the event loop, in
+    # turns (``CpuTurns``): once the steps run back to back in one turn of the loop have used
     # its slice, the rest wait for the next turn, so a health probe or a new connection
     # waits for about one slice, not for every evaluation in flight (issue 12: /healthz
     # took seconds under c=16).
     await state.cpu_turns.wait()
-    t_record = time.perf_counter()
-    try:
-        record = build_record({**req, "prefetch": fetch.prefetch}, templates.keys())
-    except (TypeError, AttributeError, ValueError, KeyError, RecursionError) as exc:
-        raise MalformedRequest(
-            f"context.draftOrders or prefetch could not be read ({type(exc).__name__})", field="prefetch"
-        ) from None
-    if fetch.notes:
-        record = dataclasses.replace(record, notes=(*record.notes, *fetch.notes))
-    audit.timings["record"] = (time.perf_counter() - t_record) * 1000
-
-    now = datetime.now(UTC)
-    kw = {"hook": req["hook"]} if state.evaluate_takes_hook else {}
-    # Evaluation is pure CPU under the GIL: a worker thread buys no parallelism, only GIL
-    # hand-offs with the event loop (measured: 30 -> 50 hooks/s for a 500-resource patient
-    # at concurrency 16, `python -m bench`). I/O (fallback fetch, audit write) stays async.
-    evaluation = state.engine.evaluate(service_id, record, now, **kw)
+    t_cpu = time.perf_counter()
+    screened = state.screen(service_id, full, templates.keys(), fetch.notes) if state.screen else None
+    if screened is not None:  # no rule can fire on these orders (engine/relevance.py)
+        evaluation = screened
+        audit.notes = [*screened.notes, "not evaluated: no rule of this hook is about the drafted orders"]
+    else:
+        evaluation, record, audit.timings["record"] = _evaluate(state, service_id, full, fetch.notes, templates)
+        record_notes = {n.message for n in record.notes}
+        audit.notes = [f"{n.kind} {n.key}: {n.message}" for n in record.notes]
+        audit.notes += [str(n) for n in evaluation.notes if str(n) not in record_notes]
     cards = [_prune(c) for c in evaluation.cards]
     complete_smart_links(cards, settings.public_base_url or str(request.base_url), req)
     absolute_sources(cards, base_url(request, settings.public_base_url))
     codes = _rule_codes(cards, evaluation.rule_codes)
     for code in codes:
         state.metrics.cards.labels(code or "unknown").inc()
-    record_notes = {n.message for n in record.notes}
-    audit.notes = [f"{n.kind} {n.key}: {n.message}" for n in record.notes]
-    audit.notes += [str(n) for n in evaluation.notes if str(n) not in record_notes]
     audit.timings.update(evaluation.timings_ms or {})
     response = JSON({"cards": cards})
-    state.cpu_turns.spent(time.perf_counter() - t_record)
+    state.cpu_turns.spent(time.perf_counter() - t_cpu)
+    # The background task holds the audit row only: the request's objects (parsed body,
+    # record, features: tens of thousands for a large record) are freed when this handler
+    # returns. Keeping them until the audit write was done (so the response went out before
+    # they were freed) cost 1.5-3.5 ms CPU per request at c=16: with 16 requests' objects
+    # alive at once, collections and caches pay for all of them (issue 11, measured).
     response.background = BackgroundTask(state.write_audit, audit.finish(200, cards, codes))
-    log.info(
-        "evaluated: %d card(s)",
-        len(cards),
-        extra={"latency_ms": round((time.perf_counter() - started) * 1000, 2)},
-    )
+    request.scope[cds_logging.CARDS_KEY] = len(cards)  # on the request line (app.py): one line per call
     return response
+
+
+def _evaluate(state: Any, service_id: str, req: dict[str, Any], fetch_notes: Any,
+              templates: dict[str, str]) -> tuple[Any, Any, float]:
+    """Build the record and evaluate it: (evaluation, record, ms building the record);
+    400 if the record cannot be read."""
+    t_record = time.perf_counter()
+    try:
+        record = build_record(req, templates.keys())
+    except (TypeError, AttributeError, ValueError, KeyError, RecursionError) as exc:
+        raise MalformedRequest(
+            f"context.draftOrders or prefetch could not be read ({type(exc).__name__})", field="prefetch"
+        ) from None
+    if fetch_notes:
+        record = dataclasses.replace(record, notes=(*record.notes, *fetch_notes))
+    record_ms = (time.perf_counter() - t_record) * 1000
+    now = datetime.now(UTC)
+    kw = {"hook": req["hook"]} if state.evaluate_takes_hook else {}
+    # Evaluation is pure CPU under the GIL: a worker thread buys no parallelism, only GIL
+    # hand-offs with the event loop (measured: 30 -> 50 hooks/s for a 500-resource patient
+    # at concurrency 16, `python -m bench`). I/O (fallback fetch, audit write) stays async.
+    return state.engine.evaluate(service_id, record, now, **kw), record, record_ms
 
 
 class _AuditDraft:

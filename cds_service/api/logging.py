@@ -1,8 +1,11 @@
 """Structured JSON logs that never carry tokens or patient data.
 
 Each line is one JSON object: time, level, logger, message, and from the request context
-``request_id``, ``service``, ``hook_instance`` (a random UUID from the client, not PHI)
-plus any ``latency_ms``/``status`` passed as ``extra``. Messages are written without
+``request_id``, ``service``, ``hook_instance`` (a random UUID from the client, not PHI),
+``cards`` (how many a hook answered) plus any ``latency_ms``/``status`` passed as ``extra``.
+A hook call writes one line (the request line, with its card count): logging is the
+largest per-request cost after parsing the body when it is on, and none when it is off
+(callers check ``isEnabledFor`` before building what a line needs). Messages are written without
 patient ids or names by the code; as a second line of defence a filter masks anything
 that looks like a JWT or a bearer token before it is formatted.
 """
@@ -10,21 +13,26 @@ that looks like a JWT or a bearer token before it is formatted.
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 service: contextvars.ContextVar[str | None] = contextvars.ContextVar("service", default=None)
 hook_instance: contextvars.ContextVar[str | None] = contextvars.ContextVar("hook_instance", default=None)
+#: ASGI scope key where the hook endpoint leaves its card count for the request line
+CARDS_KEY = "sact_cds.cards"
 
 _JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*")
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
-_EXTRA_FIELDS = ("latency_ms", "status", "method", "path", "outcome")
+_EXTRA_FIELDS = ("latency_ms", "status", "method", "path", "cards", "outcome")
 _CONTEXT = {"request_id": request_id, "service": service, "hook_instance": hook_instance}
+#: set on a record once RedactFilter has masked its message (the formatter need not again)
+_REDACTED = "_sact_redacted"
 
 
 def redact(text: str) -> str:
@@ -40,6 +48,7 @@ class RedactFilter(logging.Filter):
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        setattr(record, _REDACTED, True)
         for name, var in _CONTEXT.items():
             if getattr(record, name, None) is None:
                 setattr(record, name, var.get())
@@ -54,9 +63,9 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            "message": record.getMessage() if getattr(record, _REDACTED, False) else redact(record.getMessage()),
         }
-        for name in ("request_id", "service", "hook_instance", *_EXTRA_FIELDS):
+        for name in (*_CONTEXT, *_EXTRA_FIELDS):
             value = getattr(record, name, None)
             if value is None and name in _CONTEXT:
                 value = _CONTEXT[name].get()
@@ -64,7 +73,7 @@ class JsonFormatter(logging.Formatter):
                 out[name] = value
         if record.exc_info:
             out["exception"] = redact(self.formatException(record.exc_info))
-        return json.dumps(out, default=str)
+        return orjson.dumps(out, default=str).decode()
 
 
 class TextFormatter(logging.Formatter):

@@ -4,9 +4,10 @@ Settings resolve CLI > ``CDS_*`` environment > ``--config`` TOML > defaults
 (``cds_service.settings``). The knowledge is validated *before* the port is bound, so a
 bad artifact stops the start with every problem listed; so does an unauthenticated
 server on a non-loopback address without ``--allow-unauthenticated``. With
-``--workers N`` each uvicorn worker rebuilds the app from ``CDS_*`` variables
-(``cds_service.api:app_from_env``), so the resolved settings are passed on through the
-environment.
+``--workers N`` the knowledge is compiled once and N worker processes are forked, each
+with its own listening socket (``SO_REUSEPORT``, commands/_workers.py) so that keep-alive
+clients are spread across them; where the platform lacks ``SO_REUSEPORT``, uvicorn's own
+workers rebuild the app from ``CDS_*`` variables (``cds_service.api:app_from_env``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def resolve(config: str | None, **cli: Any) -> Settings:
 @click.option(
     "--config", type=click.Path(dir_okay=False), help="TOML config file ([service], [security], [policy])."
 )
-@click.option("--workers", type=int, help="uvicorn worker processes [default: 1].")
+@click.option("--workers", type=int, help="Worker processes, a listening socket each (SO_REUSEPORT) [default: 1].")
 @click.option(
     "--allow-unauthenticated",
     is_flag=True,
@@ -64,6 +65,7 @@ def serve(
     from cds_service.api.edges import uvicorn_options
     from cds_service.api.logging import configure_logging
     from cds_service.api.security import check_startup
+    from cds_service.commands._workers import reuseport_supported, run_workers
 
     settings = resolve(
         config,
@@ -94,6 +96,21 @@ def serve(
     }
     if settings.ssl_certfile:
         common.update(ssl_certfile=str(settings.ssl_certfile), ssl_keyfile=str(settings.ssl_keyfile))
+    if settings.workers > 1 and reuseport_supported():
+
+        def make_app() -> Any:  # in each worker, after the fork: its own store, client, metrics
+            app = create_app(settings, engine=engine)
+            tune_gc()
+            return app
+
+        host, port = common.pop("host"), common.pop("port")
+        try:
+            status = run_workers(make_app, settings.workers, host, port, **common)
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(f"cannot serve on {host}:{port}: {exc}") from None
+        if status:
+            raise click.ClickException("a worker process could not stay up; see the log above")
+        return
     if settings.workers > 1:
         os.environ.update(as_env(settings))
         uvicorn.run("cds_service.api:app_from_env", factory=True, workers=settings.workers, **common)

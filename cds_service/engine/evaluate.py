@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,12 +44,13 @@ from cds_service.engine._rules import compile_plan
 from cds_service.engine.apply import BSA_FEATURE, iso_instant
 from cds_service.engine.conditions import ConditionsResult, Scope, all_true, to_json
 from cds_service.engine.discovery import ServiceDefinition, prefetch_templates, service_definitions
+from cds_service.engine.relevance import OrderGate, derive_gate
 from cds_service.engine.suggestions import build_suggestions
 from cds_service.errors import KnowledgeError, SactCdsError, UnknownArtifact
 from cds_service.features import Evidence, FeatureContext, FeatureRegistry, FeatureValue, SitePolicy
 from cds_service.knowledge import regimen_schedule
 from cds_service.knowledge.terms import PRIORITY_TO_INDICATOR
-from cds_service.record import PatientRecord
+from cds_service.record import DataNote, PatientRecord, read_draft_orders, record_notes, subject_check
 
 if TYPE_CHECKING:
     from cds_service.knowledge import KnowledgeBase, RegimenSchedule
@@ -84,6 +85,8 @@ class Engine:
         kb: KnowledgeBase,
         registry: FeatureRegistry | None = None,
         policy: SitePolicy | None = None,
+        *,
+        relevance_gate: bool = True,
     ) -> None:
         if registry is None:
             from cds_service import features as _features
@@ -108,6 +111,14 @@ class Engine:
                 f"{len(errors)} problems in the rule knowledge:\n" + "\n".join(f"- {e}" for e in errors)
             )
         self._override = cards.override_reasons(kb.resources)
+        #: (service id, hook) -> the relevance gate of the rules that run there (relevance.py)
+        self._gates: dict[tuple[str, str], OrderGate] = {}
+        if relevance_gate:
+            for plan in self._plans.values():
+                for hook in plan.hooks:
+                    gate = derive_gate(plan.for_hook(hook)[0], registry)
+                    if gate is not None:
+                        self._gates[(plan.id, hook)] = gate
         self._by_id: dict[str, ServiceDefinition] = {}
         self._prefetch: dict[str, dict[str, str]] = {}
         for s in self.services:
@@ -122,6 +133,47 @@ class Engine:
             if s.id == service_id and s.hook == hook:
                 return s
         raise KeyError(f"{service_id} ({hook})")
+
+    def gate(self, service_id: str, hook: str) -> OrderGate | None:
+        """The relevance gate of ``service_id`` on ``hook`` (None: every order is relevant)."""
+        return self._gates.get((service_id, hook))
+
+    def screen(
+        self, service_id: str, request: Mapping[str, Any], expected_prefetch: Iterable[str] = (),
+        extra_notes: Iterable[DataNote] = (),
+    ) -> Evaluation | None:
+        """The answer to a hook request no rule can fire on, without building the record or
+        computing a feature (relevance.py); None when the request needs :meth:`evaluate`.
+
+        The answer is what :meth:`evaluate` gives such a request: no rule card, and the
+        data-problems card when the record would carry notes (missing prefetch, unreadable
+        resources; ``extra_notes``: the fallback fetch's, added to the record as the service
+        does). Anything unexpected -> None, so the full path reports it as it would.
+        """
+        t0 = perf_counter()
+        gate = self._gates.get((service_id, request.get("hook")))  # type: ignore[arg-type]
+        if gate is None:
+            return None
+        try:
+            # the drafts the full path would read: another patient's are left out (HAZ-001)
+            drafts = read_draft_orders(request.get("context") or {}, [], subject_check(request), {})
+            if not gate.irrelevant(drafts, self.kb.terminology):
+                return None
+            notes = (*record_notes(request, expected_prefetch), *extra_notes)
+        except Exception:  # noqa: BLE001 - the full path raises or reports it
+            return None
+        out: list[dict[str, Any]] = []
+        if notes:
+            plan = self._plans[service_id]
+            rules = plan.for_hook(request.get("hook"))[0]  # type: ignore[arg-type]
+            record = PatientRecord(None, draft_orders=drafts, notes=notes)
+            out = _finish([self._unavailable(plan, rules, [], {}, record)])
+        return Evaluation(
+            cards=out,
+            rule_codes=[TEMPLATE_CODE] * len(out),
+            notes=[f"{n.kind} {n.key}: {n.message}" for n in notes],
+            timings_ms={"gate": (perf_counter() - t0) * 1000},
+        )
 
     def evaluate(
         self, service_id: str, record: PatientRecord, now: datetime, *, hook: str | None = None

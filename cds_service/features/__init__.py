@@ -8,6 +8,7 @@ from cds_service.features._registry import (
     FeatureFn,
     FeatureRegistry,
     FeatureValue,
+    OrderGuard,
     feature,
 )
 
@@ -17,6 +18,7 @@ __all__ = [
     "FeatureFn",
     "FeatureRegistry",
     "FeatureValue",
+    "OrderGuard",
     "SitePolicy",
     "default_registry",
     "feature",

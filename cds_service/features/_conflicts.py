@@ -16,7 +16,7 @@ from cds_service.features._medications import active, drafted, is_selected, matc
 from cds_service.features._memo import memo
 from cds_service.features._orders import ino_draft_doses
 from cds_service.features._read import medication_name, unavailable
-from cds_service.features._registry import Evidence, FeatureContext, FeatureValue, feature
+from cds_service.features._registry import Evidence, FeatureContext, FeatureValue, OrderGuard, feature
 from cds_service.record import PatientRecord, Resource, reference_of
 
 _MEDICATION_DATA = ("MedicationRequest", "MedicationStatement", "MedicationAdministration")
@@ -33,7 +33,7 @@ def _describe(resources: list[Resource], record: PatientRecord, how: str) -> lis
     return [Evidence(f"{medication_name(r, record)} {how}", reference_of(r)) for r in resources]
 
 
-@feature("azole_conflict")
+@feature("azole_conflict", guards=OrderGuard("conflict", (vs.INOTUZUMAB, vs.SYSTEMIC_AZOLES)))
 def azole_conflict(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
     """Is a systemic azole drafted or active together with inotuzumab?
 
@@ -113,7 +113,7 @@ def _other_sact(record: PatientRecord, ctx: FeatureContext, pick) -> list[Resour
     return [r for r in seen.values() if not any(matches(ctx, v, r, record) for v in excluded)]
 
 
-@feature("other_sact")
+@feature("other_sact", guards=OrderGuard("conflict", (vs.INOTUZUMAB, vs.OTHER_SACT, *vs.TKI_GENERATIONS.values())))
 @memo
 def other_sact(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
     """Is another anti-cancer agent drafted or active together with inotuzumab?

@@ -15,7 +15,7 @@ from cds_service.features import _valuesets as vs
 from cds_service.features._medications import Dose, drafted, is_selected, order_dose, planned_date
 from cds_service.features._memo import memo
 from cds_service.features._read import fmt
-from cds_service.features._registry import Evidence, FeatureContext, FeatureValue, feature
+from cds_service.features._registry import Evidence, FeatureContext, FeatureValue, OrderGuard, feature
 from cds_service.record import PatientRecord, Resource, reference_of
 
 
@@ -68,7 +68,7 @@ def ino_draft_doses(record: PatientRecord, ctx: FeatureContext) -> tuple[DraftDo
     return tuple(out)
 
 
-@feature("ino_drafted")
+@feature("ino_drafted", guards=OrderGuard("selected", (vs.INOTUZUMAB,)))
 def ino_drafted(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
     """Is inotuzumab ozogamicin drafted in this session, and is it selected?
 

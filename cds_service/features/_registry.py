@@ -92,13 +92,34 @@ class FeatureContext:
 FeatureFn = Callable[[PatientRecord, FeatureContext], FeatureValue]
 
 _FEATURE_ATTR = "__sact_feature_name__"
+_GUARD_ATTR = "__sact_order_guard__"
 
 
-def feature(name: str) -> Callable[[FeatureFn], FeatureFn]:
-    """Mark a function as the case feature ``name`` (collected by FeatureRegistry)."""
+@dataclass(frozen=True, slots=True)
+class OrderGuard:
+    """A feature's promise about one boolean field of its value, which the engine's
+    relevance gate (engine/relevance.py) builds on.
+
+    The promise: the feature is *known* and ``value[field]`` is not true whenever no draft
+    MedicationRequest of the ordering session (selected or not) has a medication in one of
+    ``fires_on``, and every draft's membership in them can be read (a draft whose
+    medication cannot be read may make the feature unknown, and so its rules show a
+    data-unavailable card: it is never "irrelevant"). The ValueSets are canonicals of the
+    knowledge: which drugs they hold is terminology, not code. Checked against every
+    scenario record (tests/test_relevance_gate.py)."""
+
+    field: str
+    fires_on: tuple[str, ...]
+
+
+def feature(name: str, *, guards: OrderGuard | None = None) -> Callable[[FeatureFn], FeatureFn]:
+    """Mark a function as the case feature ``name`` (collected by FeatureRegistry);
+    ``guards``: the feature's :class:`OrderGuard` promise, if it makes one."""
 
     def mark(fn: FeatureFn) -> FeatureFn:
         setattr(fn, _FEATURE_ATTR, name)
+        if guards is not None:
+            setattr(fn, _GUARD_ATTR, guards)
         return fn
 
     return mark
@@ -137,3 +158,9 @@ class FeatureRegistry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._features
+
+    def guard(self, name: str) -> OrderGuard | None:
+        """The :class:`OrderGuard` promise of feature ``name`` (None: it makes none)."""
+        fn = self._features.get(name)
+        guard = getattr(fn, _GUARD_ATTR, None)
+        return guard if isinstance(guard, OrderGuard) else None

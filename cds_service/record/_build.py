@@ -9,7 +9,7 @@ silently: what we could not read becomes a DataNote that reaches the card.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from cds_service.record._model import DataNote, PatientRecord, Resource, reference_of
@@ -24,39 +24,21 @@ def build_record(
 
     ``expected_prefetch`` names the prefetch keys the service asked for in discovery;
     each one that is absent is noted as missing (the caller fetches from ``fhirServer``
-    first and puts what it got into ``prefetch``).
+    first and puts what it got into ``prefetch``). A resource or draft order that names
+    another patient than ``context.patientId`` is left out and noted (HAZ-001).
     """
     context = request.get("context") or {}
-    prefetch = request.get("prefetch") or {}
-    hook = request.get("hook")
     notes: list[DataNote] = []
     by_key: dict[tuple[str, str], Resource] = {}
-
-    patient_id = context.get("patientId")
-    # HAZ-001: what names another patient is left out and reported, never read as this one's
-    check = SubjectCheck(str(patient_id), (*prefetch.values(), context.get("draftOrders"))) if patient_id else None
+    check = subject_check(request)
     foreign: dict[str, list[str]] = {}
-
-    for key in expected_prefetch:
-        if key not in prefetch:
-            notes.append(DataNote("missing", key, f"prefetch '{key}' was not provided"))
-    for key, value in prefetch.items():
-        for res in _resources_in(value, key, notes):
-            if check is not None and check.foreign(res):
-                foreign.setdefault(key, []).append(res.get("resourceType", ""))
-                continue
-            res = normalise(res, notes)
-            by_key[_type_id(res)] = res
-
-    draft_orders = []
-    for res in _resources_in(context.get("draftOrders"), "draftOrders", notes):
-        if check is not None and check.foreign(res):
-            foreign.setdefault("draftOrders", []).append(res.get("resourceType", ""))
-            continue
-        draft_orders.append(normalise(res, notes))
+    for res in _prefetched(request, expected_prefetch, notes, check=check, foreign=foreign):
+        by_key[_type_id(res)] = res
+    draft_orders = read_draft_orders(context, notes, check, foreign)
     drafted = {_type_id(o) for o in draft_orders}
     notes.extend(_foreign_note(key, types) for key, types in foreign.items())
 
+    patient_id = context.get("patientId")
     patient = by_key.pop(("Patient", str(patient_id)), None)
     if patient is None:
         # A Patient prefetched under an unexpected id is still the patient if alone.
@@ -74,18 +56,23 @@ def build_record(
             group = resources[rtype] = []
         group.append(res)
 
-    if hook == "order-select":
-        selections = tuple(str(s) for s in context.get("selections") or ())
-    else:
-        selections = tuple(reference_of(o) for o in draft_orders)
-
     return PatientRecord(
         patient=patient,
         resources={k: tuple(v) for k, v in resources.items()},
-        draft_orders=tuple(draft_orders),
-        selections=selections,
+        draft_orders=draft_orders,
+        selections=selections_of(request.get("hook"), context, draft_orders),
         notes=tuple(notes),
     )
+
+
+def subject_check(request: Mapping[str, Any]) -> SubjectCheck | None:
+    """The HAZ-001 check for this request's patient (None without a ``context.patientId``)."""
+    context = request.get("context") or {}
+    patient_id = context.get("patientId")
+    if not patient_id:
+        return None
+    prefetch = request.get("prefetch") or {}
+    return SubjectCheck(str(patient_id), (*prefetch.values(), context.get("draftOrders")))
 
 
 def _foreign_note(key: str, types: list[str]) -> DataNote:
@@ -101,19 +88,122 @@ def _foreign_note(key: str, types: list[str]) -> DataNote:
                     "and FHIR server (the search must return this patient's data only)")
 
 
+def _prefetched(request: Mapping[str, Any], expected_prefetch: Iterable[str], notes: list[DataNote],
+                copy: bool = True, *, check: SubjectCheck | None = None,
+                foreign: dict[str, list[str]] | None = None) -> Iterator[Resource]:
+    """Every resource of the request's prefetch, normalised, noting what cannot be read
+    (and each expected key that is absent) in ``notes``; a resource ``check`` finds to be
+    another patient's is not yielded but counted in ``foreign`` by key. ``copy=False``
+    yields the request's own dicts (for :func:`record_notes`, which keeps none of them)."""
+    prefetch = request.get("prefetch") or {}
+    for key in expected_prefetch:
+        if key not in prefetch:
+            notes.append(DataNote("missing", key, f"prefetch '{key}' was not provided"))
+    for key, value in prefetch.items():
+        for res in _resources_in(value, key, notes, copy):
+            if check is not None and check.foreign(res):
+                if foreign is not None:
+                    foreign.setdefault(key, []).append(res.get("resourceType", ""))
+                continue
+            yield normalise(res, notes)
+
+
+def read_draft_orders(context: Mapping[str, Any], notes: list[DataNote], check: SubjectCheck | None = None,
+                      foreign: dict[str, list[str]] | None = None) -> tuple[Resource, ...]:
+    """The ordering session's draft orders (``context.draftOrders``), normalised; one that
+    ``check`` finds to be another patient's is left out and counted in ``foreign``."""
+    out = []
+    for res in _resources_in(context.get("draftOrders"), "draftOrders", notes):
+        if check is not None and check.foreign(res):
+            if foreign is not None:
+                foreign.setdefault("draftOrders", []).append(res.get("resourceType", ""))
+            continue
+        out.append(normalise(res, notes))
+    return tuple(out)
+
+
+def selections_of(hook: Any, context: Mapping[str, Any], draft_orders: Iterable[Resource]) -> tuple[str, ...]:
+    """The orders the hook is about: ``context.selections`` on order-select, else every draft."""
+    if hook == "order-select":
+        return tuple(str(s) for s in context.get("selections") or ())
+    return tuple(reference_of(o) for o in draft_orders)
+
+
+def record_notes(request: Mapping[str, Any], expected_prefetch: Iterable[str] = ()) -> tuple[DataNote, ...]:
+    """The notes :func:`build_record` would attach to this request's record, in the same
+    order, without building it (the relevance gate's answer still shows them), the notes on
+    another patient's data (HAZ-001) included."""
+    notes: list[DataNote] = []
+    prefetch = request.get("prefetch") or {}
+    check = subject_check(request)
+    foreign: dict[str, list[str]] = {}
+    if all(_quiet(value) for value in prefetch.values()):  # the common case, read without a generator per resource
+        notes.extend(DataNote("missing", key, f"prefetch '{key}' was not provided")
+                     for key in expected_prefetch if key not in prefetch)
+        if check is not None:
+            for key, value in prefetch.items():
+                for res in _plain_resources(value):
+                    if check.foreign(res):
+                        foreign.setdefault(key, []).append(res.get("resourceType", ""))
+    else:
+        for _ in _prefetched(request, expected_prefetch, notes, copy=False, check=check, foreign=foreign):
+            pass
+    read_draft_orders(request.get("context") or {}, notes, check, foreign)
+    notes.extend(_foreign_note(key, types) for key, types in foreign.items())
+    return tuple(notes)
+
+
+def _plain_resources(value: Any) -> Iterator[Mapping[str, Any]]:
+    """The resources of a prefetch value :func:`_quiet` accepted (a resource or a Bundle)."""
+    if value is None:
+        return
+    if value["resourceType"] != "Bundle":
+        yield value
+        return
+    for entry in value.get("entry") or ():
+        res = entry.get("resource")
+        if res is not None:
+            yield res
+
+
+#: resource types whose reading adds a note (or descends): see _resources_in and normalise
+_NOTED = frozenset(("Bundle", "OperationOutcome", "MedicationOrder"))
+
+
+def _quiet(value: Any) -> bool:
+    """True when :func:`_resources_in` + :func:`normalise` certainly add no note for this
+    prefetch value: nothing, a plain resource, or a Bundle of plain resources (anything
+    else, e.g. a list or an entry that is not a dict, goes the general way)."""
+    if value is None:
+        return True
+    if type(value) is not dict or type(value.get("resourceType")) is not str:
+        return False
+    if value["resourceType"] != "Bundle":
+        return value["resourceType"] not in _NOTED
+    for entry in value.get("entry") or ():
+        if type(entry) is not dict:
+            return False
+        res = entry.get("resource")
+        if res is None:
+            continue
+        if type(res) is not dict or type(res.get("resourceType")) is not str or res["resourceType"] in _NOTED:
+            return False
+    return True
+
+
 def _type_id(resource: Resource) -> tuple[str, str]:
     """(resourceType, id as text): what identifies a resource within one request."""
     rid = resource.get("id", "")
     return resource.get("resourceType", ""), rid if type(rid) is str else str(rid)
 
 
-def _resources_in(value: Any, key: str, notes: list[DataNote]) -> Iterable[Resource]:
+def _resources_in(value: Any, key: str, notes: list[DataNote], copy: bool = True) -> Iterable[Resource]:
     """Yield the resources held by a prefetch value or the draftOrders Bundle."""
     if value is None:
         return
     if isinstance(value, list):  # tolerated: a bare list of resources
         for item in value:
-            yield from _resources_in(item, key, notes)
+            yield from _resources_in(item, key, notes, copy)
         return
     if not isinstance(value, Mapping) or not isinstance(value.get("resourceType"), str):
         notes.append(DataNote("unreadable", key, f"'{key}' is not a FHIR resource or Bundle"))
@@ -131,11 +221,11 @@ def _resources_in(value: Any, key: str, notes: list[DataNote]) -> Iterable[Resou
             # (a record holds thousands; the dict check first: the Mapping ABC check is slow)
             if type(res) is dict and type(res.get("resourceType")) is str \
                     and res["resourceType"] not in ("Bundle", "OperationOutcome"):
-                yield dict(res)
+                yield dict(res) if copy else res
                 continue
-            yield from _resources_in(res, key, notes)
+            yield from _resources_in(res, key, notes, copy)
         return
-    yield dict(value)
+    yield dict(value) if copy else value
 
 
 def _outcome_text(outcome: Mapping[str, Any]) -> str:
