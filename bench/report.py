@@ -1,4 +1,4 @@
-"""The results as a rich table on the terminal, JSON, and the README "Performance" section."""
+"""The results as a rich table on the terminal, JSON, and the "Performance" document (docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -310,7 +310,7 @@ def markdown(results: dict[str, Any]) -> str:
         "```sh",
         "apt-get install -y wrk          # the HTTP load generator (Debian package); without it the HTTP part is skipped",
         "python -m bench                 # full run, a few minutes; --quick for a short one",
-        "python -m bench --write-docs    # also rewrite this section of README.md",
+        "python -m bench --write-docs    # also rewrite this document (docs/performance.md)",
         "```",
         "",
         "It prints the tables below and writes `bench/results/latest.json`. Synthetic patients of 50, 500, 5,000",

@@ -56,5 +56,8 @@ def test_missing_markers_are_a_clear_error(tmp_path: Path) -> None:
 def test_every_command_is_in_the_command_reference() -> None:
     from cds_service.cli import COMMANDS
 
+    reference = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert render(reference) == reference, "docs/cli.md is stale: run `cds-service readme`"
     for name in COMMANDS:
-        assert f"#### `cds-service {name}`" in README, name
+        assert f"#### `cds-service {name}`" in reference, name
+    assert "(docs/cli.md)" in README  # the README links to it

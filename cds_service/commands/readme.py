@@ -2,12 +2,14 @@
 
 Four sections are derived, so they cannot drift from what they describe (datasette keeps
 its docs true the same way): the card table (from the rule PlanDefinitions), the settings and site-policy
-tables (from their help text) and the command reference (from each command's
-``--help``). Each lives between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers.
+tables (from their help text) in README.md, and the command reference (from each command's
+``--help``) in docs/cli.md. Each lives between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``
+markers.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -18,10 +20,18 @@ from click.testing import CliRunner
 from cds_service.commands import CONTEXT_SETTINGS
 
 
+def _marker(text: str, marker: str, after: int = 0) -> int:
+    """Where ``marker`` stands on a line of its own in ``text`` (-1 if nowhere): a marker
+    quoted inside other text (a command's help names them) is not one."""
+    found = re.compile(r"^" + re.escape(marker) + r"[ \t]*$", re.M).search(text, after)
+    return found.start() if found else -1
+
+
 def replace_marked(text: str, name: str, body: str) -> str:
     """Put ``body`` between the ``name`` markers of ``text`` (ValueError if they are missing)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    i, j = text.find(start), text.find(end)
+    i = _marker(text, start)
+    j = _marker(text, end, i + 1) if i >= 0 else -1
     if i < 0 or j < i:
         raise ValueError(f"no {start} ... {end} markers")
     return text[: i + len(start)] + "\n" + body.rstrip("\n") + "\n" + text[j:]
@@ -77,35 +87,51 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "cli-help": cli_help_markdown,
 }
 
+#: The documents with generated sections, checked and rewritten by default: the README keeps
+#: what a reader needs first (cards, settings, site policies); the command reference is long
+#: and lives in docs/ (the README links to it).
+DOCUMENTS = (Path("README.md"), Path("docs") / "cli.md")
+
 
 def render(text: str) -> str:
-    """``text`` with every generated section brought up to date."""
-    for name, make in SECTIONS.items():
-        text = replace_marked(text, name, make())
+    """``text`` with every generated section it holds brought up to date (ValueError if it
+    holds none: a document without markers is the wrong file)."""
+    present = [name for name in SECTIONS if _marker(text, f"<!-- {name}:start -->") >= 0]
+    if not present:
+        names = ", ".join(f"<!-- {name}:start -->" for name in SECTIONS)
+        raise ValueError(f"no generated-section markers ({names} ... :end -->)")
+    for name in present:
+        text = replace_marked(text, name, SECTIONS[name]())
     return text
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("path", default="README.md", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--check", is_flag=True, help="Do not write; exit 1 if a generated section is stale.")
-def readme(path: Path, check: bool) -> None:
-    """Regenerate the README's generated sections (cards, site policies, command help)."""
+def readme(paths: tuple[Path, ...], check: bool) -> None:
+    """Regenerate the generated sections (cards, settings, site policies in README.md; the
+    command reference in docs/cli.md), or check them. PATHS default to those two files."""
     from cds_service.errors import KnowledgeError
 
-    try:
-        text = path.read_text(encoding="utf-8")
-        updated = render(text)
-    except FileNotFoundError:
-        raise click.ClickException(f"{path} does not exist") from None
-    except (ValueError, KnowledgeError) as exc:
-        raise click.ClickException(f"{path}: {exc}") from exc
-    if check:
-        if updated != text:
-            click.echo(f"{path} is stale: run `cds-service readme {path}`", err=True)
-            raise SystemExit(1)
-        click.echo(f"{path} is up to date")
-    elif updated != text:
-        path.write_text(updated, encoding="utf-8")
-        click.echo(f"updated {path}")
-    else:
-        click.echo(f"{path} is up to date")
+    stale = False
+    for path in paths or DOCUMENTS:
+        try:
+            text = path.read_text(encoding="utf-8")
+            updated = render(text)
+        except FileNotFoundError:
+            raise click.ClickException(f"{path} does not exist") from None
+        except (ValueError, KnowledgeError) as exc:
+            raise click.ClickException(f"{path}: {exc}") from exc
+        if check:
+            if updated != text:
+                click.echo(f"{path} is stale: run `cds-service readme {path}`", err=True)
+                stale = True
+            else:
+                click.echo(f"{path} is up to date")
+        elif updated != text:
+            path.write_text(updated, encoding="utf-8")
+            click.echo(f"updated {path}")
+        else:
+            click.echo(f"{path} is up to date")
+    if stale:
+        raise SystemExit(1)
