@@ -154,10 +154,13 @@ def test_an_adult_is_offered_the_nz_flat_doses(path: str) -> None:
 @pytest.mark.parametrize("path", PATHS)
 def test_the_response_comes_from_the_latest_answered_evidence_and_the_card_names_it(path: str) -> None:
     result = replay(scenario("safety-c-coded-remission-newer-form-unanswered"), path)
-    detail = card(result, "remission-dosing")["detail"]
+    found = card(result, "bsa-dose")  # the critical card stands for the remission-dosing problem too
+    assert found["indicator"] == "critical"  # 0.77 mg vs 0.96 x 0.5 = 0.48 mg
+    detail = found["detail"]
     assert "Response to treatment CR/CRi, from a recorded remission (observation 'Complete remission, blasts" in detail
     assert "does not record the response (not counted as evidence)" in detail
-    assert card(result, "bsa-dose")["indicator"] == "critical"  # 0.77 mg vs 0.96 x 0.5 = 0.48 mg
+    assert "0.5 mg/m² = 0.48 mg (for patients in CR/CRi; response CR/CRi, from a recorded remission" in detail
+    assert all(rule_of(c) != "remission-dosing" for c in result.cards)
 
 
 # ------------------------------------------------------------------ d. implausible data

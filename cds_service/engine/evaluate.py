@@ -484,17 +484,19 @@ class _Missed:
 
 
 def _one_per_problem(shown: list[_Shown]) -> list[_Shown]:
-    """Drop a card another card declares it supersedes (``card-supersedes``: the same
-    problem told twice), but never a more urgent card than the one that supersedes it: a
-    critical card is never hidden behind a warning (both then show, the critical first)."""
+    """One card per problem: where a card declares that it supersedes another
+    (``card-supersedes``: the same problem told twice) and both fire, only one is shown:
+    the more urgent of the two, and on equal urgency the one that declares it. A critical
+    card is thus never hidden behind a warning about the same problem; it stands for both
+    (its text must then say what the other would have: e.g. the gross-dose card names the
+    regimen and the response it follows)."""
     rank = cards.SEVERITY_RANK
     drop = set()
     for s in shown:
         for other in shown:
-            if other is not s and other.code in s.supersedes and rank.get(other.card["indicator"], 9) >= rank.get(
-                s.card["indicator"], 9
-            ):
-                drop.add(id(other))
+            if other is not s and other.code in s.supersedes:
+                more_urgent = rank.get(other.card["indicator"], 9) < rank.get(s.card["indicator"], 9)
+                drop.add(id(s) if more_urgent else id(other))
     return [s for s in shown if id(s) not in drop]
 
 

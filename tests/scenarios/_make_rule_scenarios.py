@@ -486,19 +486,23 @@ def build() -> None:  # noqa: PLR0915 - one scenario per statement reads best
              Case(given=c4, response=None, hsct_planned=False), cards=[card(DU)], absent=["cycle-limit"])
 
     # ---------------------------------------------------------------- remission-dosing
+    # With a BSA the mg can be checked, and 0.8 vs 0.5 mg/m2 (+60 %) is a gross error: the
+    # critical bsa-dose card stands for the problem (one card per problem, issue 13). Without
+    # a BSA, the stated 0.8 mg/m2 still tells remission-dosing the schedule is wrong.
     scenario("remission-dosing-cr-day1-0.8-warns",
-             "In CR at cycle 2 day 1 but ordered 0.8 mg/m2 (not-in-CR schedule): warning pointing to the CR/CRi regimen",
-             Case(given=C1_DONE, response="CR", ino={"mg": 0.8, "mg_m2": 0.8, "on": "today"}),
+             "In CR at cycle 2 day 1 but ordered 0.8 mg/m2 (not-in-CR schedule), no BSA to check the mg: warning pointing to the CR/CRi regimen",
+             Case(given=C1_DONE, response="CR", bsa=None, height_weight=False, ino={"mg": 0.8, "mg_m2": 0.8, "on": "today"}),
              cards=[card("remission-dosing", "warning", ["regimen for CR/CRi achieved", "0.5 mg/m²"])])
     scenario("remission-dosing-cr-day1-0.5-no-card", "In CR at cycle 2 day 1 with 0.5 mg/m2: no remission-dosing card",
              Case(**quiet), absent=["remission-dosing"])
     scenario("remission-dosing-not-in-cr-0.8-no-card", "Not in CR at cycle 2 day 1 with 0.8 mg/m2 is the right schedule",
              Case(given=C1_DONE, response="not-in-CR", ino={"mg": 0.8, "mg_m2": 0.8, "on": "today"}),
              absent=["remission-dosing", "bsa-dose"])
-    scenario("remission-dosing-cr-mg-only-matches-0.8-warns",
-             "In CR, the order gives only 0.8 mg for a BSA of 1.0 m2 (= 0.8 mg/m2): warning",
+    scenario("remission-dosing-cr-mg-only-0.8-gross-critical",
+             "In CR, the order gives only 0.8 mg for a BSA of 1.0 m2 (= 0.8 mg/m2): the critical gross-dose card names the CR/CRi regimen and stands for the remission-dosing problem",
              Case(given=C1_DONE, response="CR", ino={"mg": 0.8, "on": "today"}),
-             cards=[card("remission-dosing", "warning")])
+             cards=[card("bsa-dose", "critical", ["for patients in CR/CRi; response CR", "0.5 mg/m² = 0.5 mg"])],
+             absent=["remission-dosing"])
     scenario("remission-dosing-cycle-1-no-card", "Cycle 1 day 1 at 0.8 mg/m2 is the same for all patients",
              Case(given=[], response="CR", ino={"mg": 0.8, "mg_m2": 0.8, "on": "today"}),
              absent=["remission-dosing"])

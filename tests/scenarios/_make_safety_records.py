@@ -201,17 +201,18 @@ def coded_remission_newer_form_unanswered() -> tuple[dict[str, Any], Record]:
         "hook": "order-sign",
         # Response: CR/CRi from the coded remission of 7 days ago (the form of 38 days ago said
         #   not-in-CR, the form of 2 days ago says nothing) -> in CR the day-1 dose is 0.5 mg/m2.
-        # remission-dosing: warning: in CR, day-1 dose 0.77 / 0.96 = 0.8 mg/m2 (the not-in-CR dose);
-        #   the card names the source ("recorded remission").
-        # bsa-dose: critical: 0.77 mg vs 0.96 x 0.5 = 0.48 mg: +60 % > 15 %.
+        # bsa-dose: critical: 0.77 mg vs 0.96 x 0.5 = 0.48 mg: +60 % > 15 %; it names the
+        #   regimen it followed (for patients in CR/CRi) and the response's source ("recorded
+        #   remission"). remission-dosing (in CR, day-1 dose 0.77 / 0.96 = 0.8 mg/m2) is the
+        #   same problem: the critical card stands for it (one card per problem, issue 13).
         # supportive-care: absent (later cycle in CR). treatment-break: 35 days after a 21-day
         #   cycle = 14 beyond (< 42). blood-counts: ANC 1.6, platelets 95 (>= 1 and >= 50).
         "expect": {
             "cards": [
-                {"rule": "remission-dosing", "indicator": "warning", "contains": ["from a recorded remission"]},
-                {"rule": "bsa-dose", "indicator": "critical", "contains": ["0.48 mg"]},
+                {"rule": "bsa-dose", "indicator": "critical",
+                 "contains": ["0.48 mg", "for patients in CR/CRi; response CR/CRi, from a recorded remission"]},
             ],
-            "absent": ["supportive-care", "treatment-break", "blood-counts", "cycle-limit", "premedication",
+            "absent": ["remission-dosing", "supportive-care", "treatment-break", "blood-counts", "cycle-limit", "premedication",
                        "liver-function-hold", "data-unavailable"],
         },
     }

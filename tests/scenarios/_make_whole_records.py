@@ -782,22 +782,23 @@ EXPECT: dict[str, dict[str, Any]] = {
         # bsa-dose: fires (stat -> critical): in CR the day-1 dose is 0.5 mg/m2; 0.799 is 60 % above
         #   it, beyond the 15 % gross-error band (issue 10 a): 1.31 mg = 1.6 x the calculated
         #   1.64 m2 x 0.5 = 0.82 mg, with the calculated dose offered as a replacement.
-        # remission-dosing: fires (warning): cycle 2 day 1, the INO2 form says CR, 1.31 mg / BSA
-        #   1.64 m2 = 0.799 mg/m2. It declares it supersedes bsa-dose (the same problem), but a
-        #   critical card is never hidden behind a warning: both show, the critical first.
+        # remission-dosing: absent. Its condition holds (cycle 2 day 1, the INO2 form says CR,
+        #   1.31 mg / BSA 1.64 m2 = 0.799 mg/m2), but it is the same problem as bsa-dose
+        #   (card-supersedes), and the critical bsa-dose card, which names the CR/CRi regimen
+        #   and the response's source, stands for both (one card per problem, issue 13).
         # hepatotoxicity-vod: fires (warning): prior HSCT (Procedure 234336002, completed).
         # Absent: ino2-eligibility (all met: dasatinib = second-generation TKI, Karnofsky 90
         #   >= 70, age 15), supportive-care (day 1 of cycle 2 but in CR), blood-counts (ANC 2.1,
         #   platelets 164), treatment-break (28 days beyond, limit 42), premedication (all 3
         #   drafted), liver-function-hold (bilirubin 9/21), cycle-limit (2 cycles).
         "cards": [
-            {"rule": "bsa-dose", "indicator": "critical", "contains": ["1.31 mg ordered = 1.6 × the calculated 0.82 mg"],
+            {"rule": "bsa-dose", "indicator": "critical",
+             "contains": ["1.31 mg ordered = 1.6 × the calculated 0.82 mg", "for patients in CR/CRi; response CR"],
              "suggestions": ["Replace the drafted inotuzumab dose"]},
             {"rule": "azole-antifungal", "indicator": "warning", "contains": ["fluconazole"]},
-            {"rule": "remission-dosing", "indicator": "warning"},
             {"rule": "hepatotoxicity-vod", "indicator": "warning"},
         ],
-        "absent": ["ino2-eligibility", "supportive-care", "blood-counts", "treatment-break", "premedication",
+        "absent": ["remission-dosing", "ino2-eligibility", "supportive-care", "blood-counts", "treatment-break", "premedication",
                    "liver-function-hold", "cycle-limit", "monotherapy", "dose-schedule", "data-unavailable"],
         "only": True,
     },
