@@ -1,4 +1,4 @@
-"""``python -m bench``: the performance benchmark of issues 6 and 11 (see the README's Performance section).
+"""``python -m bench``: the performance benchmark of issues 6 and 11 (see docs/performance.md).
 
 Steps, each printed as it runs: synthetic patients of increasing size; in-process
 evaluation per hook; the relevance gate against the full evaluation on the generated
@@ -6,7 +6,7 @@ records; HTTP against the service and the fair floor (wrk, 1 and 2 workers, with
 steps the service timed in itself); a mixed EHR workload; the FHIR-server fallback with
 injected latency; cold start and memory. Prints
 the tables, writes ``bench/results/latest.json`` and, with ``--write-docs``,
-the README's Performance section. Exit 0 unless the benchmark itself breaks: numbers never
+docs/performance.md. Exit 0 unless the benchmark itself breaks: numbers never
 fail a run (benchmarks never gate CI).
 """
 
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--write-docs", action="store_true", help="also rewrite docs/performance.md (between its performance markers)")
     p.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON results")
     p.add_argument("--docs-from", type=Path, metavar="JSON",
-                   help="only rewrite the README's Performance section from a saved run's JSON, then exit")
+                   help="only rewrite docs/performance.md from a saved run's JSON, then exit")
     return p.parse_args(argv)
 
 

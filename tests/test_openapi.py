@@ -53,9 +53,11 @@ def test_every_endpoint_is_described(document: dict[str, Any], engine: Any) -> N
     assert ids == ["SactOrderSelect", "SactOrderSign"]
     expected = {"/cds-services", "/healthz", "/readyz", "/metrics"}
     expected |= {f"/cds-services/{i}" for i in ids} | {f"/cds-services/{i}/feedback" for i in ids}
+    expected |= {"/fhir/Questionnaire/Ino2Attestation/$populate", "/fhir/Questionnaire/Ino2Attestation"}
     assert set(document["paths"]) == expected
     hook = document["paths"]["/cds-services/SactOrderSelect"]["post"]
-    assert set(hook["responses"]) == {"200", "400", "401", "404", "412", "413", "500"}
+    assert set(hook["responses"]) == {"200", "400", "401", "404", "408", "412", "413", "415", "500"}
+    assert {"408", "415"} <= set(document["paths"]["/cds-services/SactOrderSign/feedback"]["post"]["responses"])
     assert "503" in document["paths"]["/cds-services/SactOrderSign/feedback"]["post"]["responses"]
     assert document["components"]["securitySchemes"]["cdsHooksJwt"]["bearerFormat"] == "JWT"
 

@@ -252,7 +252,9 @@ def create_app(
 async def openapi_json(request: Request) -> JSON:
     state = request.app.state.cds
     if state.openapi is None:
-        state.openapi = openapi_document(state.discovery_document, public_base_url=state.settings.public_base_url)
+        form = any(getattr(r, "path", "") == "/fhir/Questionnaire/Ino2Attestation/$populate" for r in request.app.routes)
+        state.openapi = openapi_document(state.discovery_document, public_base_url=state.settings.public_base_url,
+                                         ino2_form=form)
     return JSON(state.openapi)
 
 

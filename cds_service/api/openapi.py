@@ -183,8 +183,10 @@ def _service_paths(service: Schema) -> dict[str, Schema]:
             "400": _outcome("Malformed JSON or envelope, or the wrong hook for this service."),
             "401": _UNAUTHORIZED,
             "404": _outcome("Unknown service."),
-            "412": _outcome("Required prefetch neither sent nor fetchable: one issue per key."),
+            "408": _outcome("The body did not arrive within `request_read_timeout_seconds`."),
+            "412": _outcome("Required prefetch neither sent nor fetchable: one issue per key (one uniform text)."),
             "413": _outcome("Body larger than `max_request_bytes`."),
+            "415": _outcome("Body not declared `application/json` (or `application/fhir+json`) in UTF-8."),
             "500": _outcome("A genuine server fault; quotes the request id."),
         }}}
     feedback = {"post": {
@@ -197,14 +199,48 @@ def _service_paths(service: Schema) -> dict[str, Schema]:
             "400": _outcome("Malformed feedback."),
             "401": _UNAUTHORIZED,
             "404": _outcome("Unknown service."),
+            "408": _outcome("The body did not arrive within `request_read_timeout_seconds`."),
             "413": _outcome("Body larger than `max_request_bytes`."),
+            "415": _outcome("Body not declared `application/json` (or `application/fhir+json`) in UTF-8."),
             "503": _outcome("The audit store could not store it: retry."),
         }}}
     return {f"/cds-services/{sid}": call, f"/cds-services/{sid}/feedback": feedback}
 
 
-def openapi_document(discovery: Schema, *, public_base_url: str = "") -> Schema:
-    """The OpenAPI 3.1 document for this app's services (from its discovery document)."""
+def _ino2_form_paths() -> dict[str, Schema]:
+    """The INO2 form's FHIR endpoints (SDC ``$populate`` and the Questionnaire read); the SMART
+    app's pages (``/apps/ino2/``) are for a browser launched by the EHR, not an API."""
+    parameters = {"type": "object", "required": ["resourceType"],
+                  "properties": {"resourceType": {"const": "Parameters"}, "parameter": {"type": "array"}}}
+    return {
+        "/fhir/Questionnaire/Ino2Attestation/$populate": {"post": {
+            "tags": ["INO2 form"], "operationId": "populate_ino2", "summary": "SDC $populate of the INO2 form",
+            "description": "SDC input Parameters: `subject`, and the record as `context` content or fetched "
+                           "from `fhirServer` with `fhirAuthorization` (the hooks' fetch bounds and allow-list). "
+                           "Returns Parameters with `response` (a QuestionnaireResponse, in-progress, each "
+                           "pre-filled answer carrying its evidence) and `issues` when something could not be read.",
+            "security": _SECURED,
+            "requestBody": {"required": True, "content": {"application/fhir+json": {"schema": parameters},
+                                                           "application/json": {"schema": parameters}}},
+            "responses": {
+                "200": {"description": "Parameters: response (+ issues).",
+                        "content": {"application/fhir+json": {"schema": parameters}}},
+                "400": _outcome("A parameter is missing or unreadable (the issue names it)."),
+                "401": _UNAUTHORIZED,
+                "412": _outcome("The record could not be fetched from fhirServer."),
+                "415": _outcome("Body not declared JSON."),
+            }}},
+        "/fhir/Questionnaire/Ino2Attestation": {"get": {
+            "tags": ["INO2 form"], "operationId": "read_ino2_questionnaire",
+            "summary": "The INO2 attestation Questionnaire (FHIR R4)",
+            "responses": {"200": {"description": "The Questionnaire.",
+                                  "content": {"application/fhir+json": {"schema": {"type": "object"}}}}}}},
+    }
+
+
+def openapi_document(discovery: Schema, *, public_base_url: str = "", ino2_form: bool = False) -> Schema:
+    """The OpenAPI 3.1 document for this app's services (from its discovery document), with
+    the INO2 form's FHIR endpoints when the app serves them."""
     paths: dict[str, Schema] = {
         "/cds-services": {"get": {
             "tags": ["CDS services"], "operationId": "discovery", "summary": "CDS Hooks discovery",
@@ -214,6 +250,8 @@ def openapi_document(discovery: Schema, *, public_base_url: str = "") -> Schema:
     }
     for service in discovery.get("services", []):
         paths.update(_service_paths(service))
+    if ino2_form:
+        paths.update(_ino2_form_paths())
     paths["/healthz"] = {"get": {"tags": ["Operations"], "operationId": "healthz", "summary": "Liveness",
                                  "responses": {"200": _json(_ref("Health"), "The process runs.")}}}
     paths["/readyz"] = {"get": {"tags": ["Operations"], "operationId": "readyz", "summary": "Readiness",
