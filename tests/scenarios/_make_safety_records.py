@@ -19,12 +19,10 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
-from _make_whole_records import SNOMED, Record, day, render
+from _make_whole_records import SNOMED, Record, day, render, write_or_check
 
-HERE = Path(__file__).resolve().parent
 PREFIX = "safety-"
 
 
@@ -404,20 +402,7 @@ def build() -> dict[str, str]:
 
 
 def main(argv: Iterable[str]) -> int:
-    check = "--check" in list(argv)
-    stale = []
-    for name, text in build().items():
-        path = HERE / name
-        if check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                stale.append(name)
-        else:
-            path.write_text(text, encoding="utf-8")
-            print(f"wrote {path.relative_to(HERE.parent.parent)} ({text.count(chr(10)) - 5} resources)")
-    if stale:
-        print("stale (rerun tests/scenarios/_make_safety_records.py):", ", ".join(stale))
-        return 1
-    return 0
+    return write_or_check(build(), argv, "_make_safety_records.py")
 
 
 if __name__ == "__main__":

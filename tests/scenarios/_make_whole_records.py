@@ -939,10 +939,12 @@ def build() -> dict[str, str]:
     return out
 
 
-def main(argv: Iterable[str]) -> int:
+def write_or_check(files: dict[str, str], argv: Iterable[str], script: str) -> int:
+    """Write the generated scenario ``files`` (name -> text) beside this script, or with
+    ``--check`` only say which are stale (exit 1), naming the ``script`` to rerun."""
     check = "--check" in list(argv)
     stale = []
-    for name, text in build().items():
+    for name, text in files.items():
         path = HERE / name
         if check:
             if not path.exists() or path.read_text(encoding="utf-8") != text:
@@ -951,9 +953,13 @@ def main(argv: Iterable[str]) -> int:
             path.write_text(text, encoding="utf-8")
             print(f"wrote {path.relative_to(HERE.parent.parent)} ({text.count(chr(10)) - 5} resources)")
     if stale:
-        print("stale (rerun tests/scenarios/_make_whole_records.py):", ", ".join(stale))
+        print(f"stale (rerun tests/scenarios/{script}):", ", ".join(stale))
         return 1
     return 0
+
+
+def main(argv: Iterable[str]) -> int:
+    return write_or_check(build(), argv, "_make_whole_records.py")
 
 
 if __name__ == "__main__":
