@@ -258,6 +258,9 @@ def fallback(
     with servers.fhir_stub(workdir, data_file, delay_s) as stub:
         for setting in concurrency_settings:
             extra = {} if setting is None else {"CDS_FETCH_CONCURRENCY": str(setting)}
+            # the site lists its FHIR server (here the loopback stub): loopback is refused otherwise
+            extra["CDS_FHIR_SERVER_ALLOWLIST"] = stub.url
+            extra["CDS_ALLOW_HTTP_FHIR_SERVER"] = "true"
             with servers.service(workdir, 1, extra) as service, httpx.Client(timeout=60) as client:
                 url = f"{service.url}/cds-services/{sid}"
                 with_prefetch = [orjson.dumps(hook_request(patient, hook, templates)) for _ in range(calls)]

@@ -66,9 +66,9 @@ def check_json_media_type(content_type: str | None) -> None:
         )
 
 
-async def read_json(request: Request, max_bytes: int, timeout: float | None = None) -> Any:
-    """The request body parsed as JSON; 415 if not declared JSON, 413 past ``max_bytes``,
-    408 if it takes longer than ``timeout`` seconds to arrive, 400 if not JSON."""
+async def read_body(request: Request, max_bytes: int, timeout: float | None = None) -> bytes:
+    """The request body as bytes; 415 if not declared JSON, 413 past ``max_bytes``, 408 if it
+    takes longer than ``timeout`` seconds to arrive."""
     check_json_media_type(request.headers.get("content-type"))
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
@@ -82,12 +82,23 @@ async def read_json(request: Request, max_bytes: int, timeout: float | None = No
                     raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
     except TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {timeout:g} s") from None
+    return bytes(body)
+
+
+def parse_json(body: bytes) -> Any:
+    """``body`` parsed as JSON (400 if empty or not JSON)."""
     if not body.strip():
         raise MalformedRequest("the request body is empty; expected a JSON object", field="(body)")
     try:
-        return orjson.loads(bytes(body))
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedRequest(f"the request body is not valid JSON ({exc})", field="(body)") from None
+
+
+async def read_json(request: Request, max_bytes: int, timeout: float | None = None) -> Any:
+    """The request body parsed as JSON; 415 if not declared JSON, 413 past ``max_bytes``,
+    408 if it takes longer than ``timeout`` seconds to arrive, 400 if not JSON."""
+    return parse_json(await read_body(request, max_bytes, timeout))
 
 
 async def fetch_missing(state: Any, templates: Mapping[str, str], request: Mapping[str, Any]) -> FetchResult:
@@ -119,8 +130,18 @@ async def call_service(request: Request) -> JSON:
     await state.authenticate(request, f"/cds-services/{service_id}")
     definitions = state.lookup(service_id)  # 404 if unknown
     t_read = time.perf_counter()
-    body = await read_json(request, state.settings.max_request_bytes, state.settings.request_read_timeout_seconds)
-    t_valid = time.perf_counter()
+    raw = await read_body(request, state.settings.max_request_bytes, state.settings.request_read_timeout_seconds)
+    # The CPU-bound steps (parse, envelope, gate or record, rules, card rendering) run on the
+    # event loop, in turns (``CpuTurns``): once the steps run back to back in one turn of
+    # the loop have used its slice, the rest wait for the next turn, so a health probe or a
+    # new connection waits for about one slice, not for every evaluation in flight (issue
+    # 12: /healthz took seconds under c=16). The turn is taken before the body is parsed:
+    # a request waiting for its turn holds its bytes, not tens of thousands of parsed
+    # objects (waiting after the parse cost ~2.8 ms CPU per order-sign at c=16, issue 11).
+    await state.cpu_turns.wait()
+    t_cpu = t_valid = time.perf_counter()
+    body = parse_json(raw)
+    del raw
     hooks = {h: d for d in definitions for h in state.hooks_of(d)}
     req = validate_request(body, service_id, hooks)
     t_done = time.perf_counter()
@@ -146,13 +167,10 @@ async def call_service(request: Request) -> JSON:
         )
 
     full = {**req, "prefetch": fetch.prefetch}
-    # The CPU-bound step (gate or record, rules, card rendering) runs on the event loop, in
-    # turns (``CpuTurns``): once the steps run back to back in one turn of the loop have used
-    # its slice, the rest wait for the next turn, so a health probe or a new connection
-    # waits for about one slice, not for every evaluation in flight (issue 12: /healthz
-    # took seconds under c=16).
-    await state.cpu_turns.wait()
-    t_cpu = time.perf_counter()
+    if fetch.fetched:  # the fetch awaited the network: take a turn again before the CPU work
+        state.cpu_turns.spent(time.perf_counter() - t_cpu)
+        await state.cpu_turns.wait()
+        t_cpu = time.perf_counter()
     screened = state.screen(service_id, full, templates.keys(), fetch.notes) if state.screen else None
     if screened is not None:  # no rule can fire on these orders (engine/relevance.py)
         evaluation = screened
