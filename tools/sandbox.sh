@@ -18,7 +18,7 @@
 #   sandbox (static build)  :8090  --serviceDiscoveryURL-->  cds-service serve  :8089
 #                            --fhirServiceUrl-->           cds-service replay --serve-fhir  :8091
 # The service runs unauthenticated on loopback (no issuers) and allows the sandbox origin
-# http://127.0.0.1:8090 by CORS; see README "The reference sandbox, offline" to trust the
+# http://127.0.0.1:8090 by CORS; see docs/replay.md "The reference sandbox, offline" to trust the
 # sandbox's own JWT issuer instead.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
