@@ -10,6 +10,7 @@ fhirpathpy runs its spec test files (STYLE.md §13). The app is started once per
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,3 +126,15 @@ class ScenarioItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"scenario: {self.name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL on each database the store claims to support: a fresh SQLite file, and
+    the PostgreSQL that CI provides (``CDS_TEST_POSTGRES_URL``; skipped, saying so, without it)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'audit.sqlite'}"
+    url = os.environ.get("CDS_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("set CDS_TEST_POSTGRES_URL to run against PostgreSQL")
+    return url

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,19 +26,9 @@ NASTY = "p1\x00\ud800end"  # NUL (PostgreSQL refuses it) and a lone surrogate (n
 NUL = "p1\x00end"  # what JSON over HTTP can carry (a lone surrogate escape is refused as bad JSON)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'audit.sqlite'}"
-    url = os.environ.get("CDS_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("set CDS_TEST_POSTGRES_URL to run against PostgreSQL")
-    return url
-
-
 @pytest.fixture
-def store(store_url: str) -> Iterator[AuditStore]:
-    s = AuditStore(store_url)
+def store(database_url: str) -> Iterator[AuditStore]:
+    s = AuditStore(database_url)
     yield s
     s.close()
 
@@ -80,8 +68,8 @@ def _rows(store: AuditStore, tag: str) -> dict[str, dict[str, Any]]:
     return {i["hook_instance"]: i for i in invocations if i["hook_instance"].startswith(tag)}
 
 
-def test_a_nul_or_lone_surrogate_in_one_row_does_not_lose_the_batch(store_url: str) -> None:
-    store = GatedStore(store_url)
+def test_a_nul_or_lone_surrogate_in_one_row_does_not_lose_the_batch(database_url: str) -> None:
+    store = GatedStore(database_url)
     tag = uuid.uuid4().hex
     writer = AuditWriter(store)
     first = writer.submit(_record(tag, 0))
@@ -100,10 +88,10 @@ def test_a_nul_or_lone_surrogate_in_one_row_does_not_lose_the_batch(store_url: s
     store.close()
 
 
-def test_a_row_the_database_refuses_loses_only_itself(store_url: str) -> None:
+def test_a_row_the_database_refuses_loses_only_itself(database_url: str) -> None:
     """A value that cannot be stored at all (here one JSON cannot encode) fails its own
     row; the batch it came in is retried row by row and the others are all stored."""
-    store = GatedStore(store_url)
+    store = GatedStore(database_url)
     tag = uuid.uuid4().hex
     writer = AuditWriter(store)
     first = writer.submit(_record(tag, 0))

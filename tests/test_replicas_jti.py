@@ -7,7 +7,6 @@ Runs against a SQLite file always, and PostgreSQL when ``CDS_TEST_POSTGRES_URL``
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,16 +26,6 @@ from cds_service.replay.scenario import load_scenario
 SIGNER = Signer("ES384")
 PUBLIC = "https://cds.example.org"  # both replicas sit behind one reverse proxy
 SCENARIO = Path(__file__).parent / "scenarios" / "blood-counts-anc-1.0-no-card.json"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'audit.sqlite'}"
-    url = os.environ.get("CDS_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("set CDS_TEST_POSTGRES_URL to run against PostgreSQL")
-    return url
 
 
 def _serve(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
