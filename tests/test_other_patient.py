@@ -18,6 +18,7 @@ import pytest
 from _whole_record import FHIR, SCENARIOS, call, cards_by_rule, resolved, text
 
 from cds_service.record import build_record
+from cds_service.record._build import record_notes
 from cds_service.record._subject import SubjectCheck, patient_id_in
 from cds_service.replay.dates import format_datetime
 from cds_service.replay.scenario import ResolvedScenario
@@ -158,3 +159,59 @@ def test_the_record_keeps_this_patients_data_and_notes_each_key_once() -> None:
     (note,) = record.notes
     assert (note.kind, note.key) == ("other-patient", "observations")
     assert note.message.startswith("3 resources for another patient were left out of 'observations' (Observation ×3)")
+
+
+def test_the_one_loop_reading_of_prefetch_keeps_and_notes_exactly_what_the_general_path_does() -> None:
+    """``build_record`` reads plain Bundle entries in one loop (record/_build.py
+    ``_read_prefetch``); every odd entry goes the general way at its own position. Whatever
+    a prefetch mixes, the record and its notes (and their order) must be those of the
+    general path (``_prefetched``), resource for resource."""
+    from cds_service.record._build import _prefetched, _type_id, subject_check
+
+    res = resolved(HOLD)
+    mine = [r for r in res.record if r.get("resourceType") == "Observation"]
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"diagnostics": "search failed"}]}
+    order = {"resourceType": "MedicationOrder", "id": "mo1", "patient": dict(mine[0]["subject"])}
+    urn = "urn:uuid:0b7c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3"
+    entries = [
+        {"resource": mine[0]},
+        {"resource": {**mine[1], "subject": {"reference": f"{FHIR}/Patient/{OTHER}"}}},  # absolute, another patient
+        {"resource": outcome},                                                           # an error inside a Bundle
+        {"resource": order},                                                             # DSTU2, normalised with a note
+        {"search": {"mode": "include"}},                                                 # no resource
+        {"resource": "not a resource"},                                                  # unreadable
+        {"resource": {"resourceType": "Bundle", "entry": [{"resource": mine[2]}]}},      # nested Bundle
+        {"fullUrl": urn, "resource": {"resourceType": "Patient", "id": OTHER}},
+        {"resource": {**mine[3], "subject": {"reference": urn}}},                        # urn: another patient
+        {"resource": {**mine[4], "id": 7}},                                              # a numeric id
+        {"resource": mine[0]},                                                           # the same resource again
+        *({"resource": r} for r in mine[5:]),
+    ]
+    context = {"patientId": mine[0]["subject"]["reference"].split("/")[-1], "draftOrders": {"resourceType": "Bundle"}}
+    request = {"hook": "order-sign", "context": context, "prefetch": {
+        "observations": {"resourceType": "Bundle", "type": "searchset", "entry": entries},
+        "patient": None, "conditions": outcome, "extra": [mine[0], {"resourceType": 5}]}}
+    expected = ("observations", "conditions", "patient", "medications")
+
+    general_notes: list[Any] = []
+    foreign: dict[str, list[str]] = {}
+    general: dict[tuple[str, str], Any] = {}
+    for r in _prefetched(request, expected, general_notes, check=subject_check(request), foreign=foreign):
+        general[_type_id(r)] = r
+    record = build_record(request, expected)
+
+    kept = {k: v for k, v in general.items() if k[0] != "Patient"}
+    assert [(_type_id(r), r) for rs in record.resources.values() for r in rs] == \
+        sorted(kept.items(), key=lambda kv: (list(record.resources).index(kv[0][0]), list(kept).index(kv[0])))
+    assert [n.message for n in record.notes][:len(general_notes)] == [n.message for n in general_notes]
+    assert len(general_notes) >= 5  # missing, error (x2), DSTU2, unreadable ... all still noted
+    assert any("another patient" in n.message and "Observation ×2" in n.message for n in record.notes)
+    # the relevance gate's notes (record_notes, which has a one-loop path of its own) are the record's
+    assert [n.message for n in record_notes(request, expected)] == [n.message for n in record.notes]
+    quiet = {**request, "prefetch": {"observations": {"resourceType": "Bundle", "entry": [
+        e for e in entries if isinstance(e.get("resource"), dict)
+        and e["resource"].get("resourceType") not in ("Bundle", "OperationOutcome", "MedicationOrder")]},
+        "patient": None}}
+    quiet_notes = [n.message for n in record_notes(quiet, expected)]
+    assert quiet_notes == [n.message for n in build_record(quiet, expected).notes]
+    assert any("another patient" in n and "Observation ×2" in n for n in quiet_notes)

@@ -5,10 +5,13 @@ FHIR-server fallback."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from typing import Any
 
+import httpx
 import pytest
 from _fakes import FakeEngine, LoopbackFhir, app_with, call, hook_request
 
@@ -150,3 +153,36 @@ def test_the_gate_answers_the_same_through_the_fhir_server_fallback(engines) -> 
         assert len(fhir.seen) >= 2 * len(templates) - 2  # both fetched what they were not sent
     assert got.status_code == want.status_code == 200, got.text
     assert got.json()["cards"] == [] and _strip(got.json()["cards"]) == _strip(want.json()["cards"])
+
+
+# -- the audit rows of concurrent calls are committed together (audit_writer.py) -----------------
+
+
+class _Batches(AuditStore):
+    def __init__(self) -> None:
+        super().__init__("sqlite://")
+        self.batches: list[int] = []
+
+    def record_invocations(self, records: Any) -> list[int]:
+        self.batches.append(len(records))
+        return super().record_invocations(records)
+
+
+def test_concurrent_hook_calls_share_audit_commits_and_none_is_left_counted_in_flight() -> None:
+    store = _Batches()
+    app, _, _ = app_with(FakeEngine(), store)
+    bad = {**hook_request(), "context": "not an object"}  # 400: counted in flight, then out again
+
+    async def at_once() -> list[Any]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+            return await asyncio.gather(*(client.post("/cds-services/SactOrderSelect", json=body)
+                                          for body in [hook_request()] * 8 + [bad]))
+
+    responses = asyncio.run(at_once())
+    assert [r.status_code for r in responses] == [200] * 8 + [400]
+    assert len(store.recent(100)[0]) == 8  # every row stored
+    assert sum(store.batches) == 8 and len(store.batches) < 8  # ... in fewer transactions than calls
+    assert app.state.cds.hooks_in_flight == 0  # the 400 did not leave a call counted in flight
+    started = time.monotonic()
+    assert _post(app, hook_request()).status_code == 200  # alone: its row is committed at once
+    assert time.monotonic() - started < 1.0

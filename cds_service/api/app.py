@@ -130,7 +130,9 @@ class ServiceState:
         self.screen = getattr(engine, "screen", None)
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
-        self.audit_writer = AuditWriter(store)
+        #: hook calls inside call_service now: the audit writer waits for their rows
+        self.hooks_in_flight = 0
+        self.audit_writer = AuditWriter(store, busy=lambda: self.hooks_in_flight > 0)
         self.cpu_turns = CpuTurns()
         self.fhir_server_policy = FhirServerPolicy(settings.fhir_server_allowlist, settings.allow_http_fhir_server)
         # DNS only when fetching over the network (an injected test transport resolves nothing)

@@ -8,6 +8,16 @@ and commits it in a single transaction (group commit), so under load it wakes on
 batch, not once per request. Each caller still gets a future that completes when *its*
 row is committed, so the hook's background task (and a test) knows the row is stored.
 
+Waiting for company: draining only what is already queued still wrote one row per
+transaction under load, because the writer is faster than the requests. While other hook
+calls are in flight (``busy``), their rows are coming, so the writer waits for them up to
+``max_wait`` seconds (``MAX_WAIT``) before it commits; with nothing in flight (one call at
+a time, the tests) it commits at once. Measured with ``python -m bench`` (500-resource
+order-sign, c=16): 0.55 -> 0.2 ms of the writer's CPU per request, and 7.0 -> 6.6 ms per
+request in all. The hook's response never waits for this; a row waits at most
+``max_wait`` longer in memory (what a hard kill of the process can lose; SIGTERM commits
+the queue: ``close``).
+
 A batch that fails is written again row by row, each in its own transaction, so a row the
 database refuses loses only itself: its caller's future fails (the service counts it in
 ``cds_errors_total{kind="audit"}`` and logs the exception type, never the values) and
@@ -20,6 +30,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
 
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -30,6 +42,10 @@ log = logging.getLogger("sact_cds.api")
 
 #: Most invocations committed in one transaction.
 MAX_BATCH = 256
+#: Longest a row waits for the rows of hook calls still in flight (seconds; module docstring).
+MAX_WAIT = 0.025
+#: How often the writer looks again whether calls are still in flight while it waits.
+_POLL = 0.005
 
 _STOP = object()
 
@@ -37,8 +53,13 @@ _STOP = object()
 class AuditWriter:
     """Queue invocations for ``store`` and commit them in batches on one daemon thread."""
 
-    def __init__(self, store: AuditStore) -> None:
+    def __init__(self, store: AuditStore, *, busy: Callable[[], bool] | None = None,
+                 max_wait: float = MAX_WAIT) -> None:
+        """``busy``: whether hook calls are in flight whose rows will follow (None: never
+        wait, commit what is queued)."""
         self.store = store
+        self.busy = busy
+        self.max_wait = max_wait
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -70,11 +91,14 @@ class AuditWriter:
             item = self._queue.get()
             stop = item is _STOP
             batch = [] if stop else [item]
+            deadline = time.monotonic() + self.max_wait
             while len(batch) < MAX_BATCH:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
-                    break
+                    more = self._wait_for_company(deadline, stop)
+                    if more is None:
+                        break
                 if more is _STOP:
                     stop = True
                     continue
@@ -83,6 +107,22 @@ class AuditWriter:
                 self._write(batch)
             if stop:
                 return
+
+    def _wait_for_company(self, deadline: float, stopping: bool) -> object | None:
+        """The next queued item while hook calls are in flight and ``deadline`` has not
+        passed; None to commit now (module docstring: waiting for company). It sleeps in
+        short slices instead of blocking on the queue: a writer blocked in ``get`` is woken
+        by every ``put``, and each wake-up trades the GIL with the event loop."""
+        while not stopping and self.busy is not None and self.busy():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(left, _POLL))
+            try:
+                return self._queue.get_nowait()
+            except queue.Empty:
+                continue
+        return None
 
     def _write(self, batch: list[object]) -> None:
         records = [record for record, _ in batch]  # type: ignore[misc]

@@ -124,7 +124,17 @@ async def fetch_missing(state: Any, templates: Mapping[str, str], request: Mappi
 
 
 async def call_service(request: Request) -> JSON:
+    """The hook endpoint; counts itself in ``hooks_in_flight`` (the audit writer commits
+    the rows of concurrent calls together: audit_writer.py)."""
     state = request.app.state.cds
+    state.hooks_in_flight += 1
+    try:
+        return await _call_service(request, state)
+    finally:
+        state.hooks_in_flight -= 1
+
+
+async def _call_service(request: Request, state: Any) -> JSON:
     service_id = request.path_params["service_id"]
     started = time.perf_counter()
     await state.authenticate(request, f"/cds-services/{service_id}")

@@ -32,8 +32,7 @@ def build_record(
     by_key: dict[tuple[str, str], Resource] = {}
     check = subject_check(request)
     foreign: dict[str, list[str]] = {}
-    for res in _prefetched(request, expected_prefetch, notes, check=check, foreign=foreign):
-        by_key[_type_id(res)] = res
+    _read_prefetch(request, expected_prefetch, notes, check, foreign, by_key)
     draft_orders = read_draft_orders(context, notes, check, foreign)
     drafted = {_type_id(o) for o in draft_orders}
     notes.extend(_foreign_note(key, types) for key, types in foreign.items())
@@ -63,6 +62,58 @@ def build_record(
         selections=selections_of(request.get("hook"), context, draft_orders),
         notes=tuple(notes),
     )
+
+
+def _read_prefetch(request: Mapping[str, Any], expected_prefetch: Iterable[str], notes: list[DataNote],
+                   check: SubjectCheck | None, foreign: dict[str, list[str]],
+                   by_key: dict[tuple[str, str], Resource]) -> None:
+    """:func:`_prefetched` into ``by_key`` (by :func:`_type_id`), the plain resources of a
+    Bundle read in one loop.
+
+    Why a loop of its own: a record holds hundreds of resources, and the general path pays
+    two generator levels, a copy and three calls per resource, ~1 us each (0.5 ms of a
+    500-resource order-sign, more than the features' own lab reading). A plain resource
+    (a dict whose ``resourceType`` is a string that adds no note: not a Bundle,
+    OperationOutcome or DSTU2 MedicationOrder) needs none of that: this patient's subject
+    reference is checked inline (else :meth:`SubjectCheck.foreign`), and the resource is
+    kept as parsed (nothing downstream changes a resource). Anything else takes the
+    general path at its own position, so notes come in the same order as before.
+    """
+    prefetch = request.get("prefetch") or {}
+    for key in expected_prefetch:
+        if key not in prefetch:
+            notes.append(DataNote("missing", key, f"prefetch '{key}' was not provided"))
+    own = check.own if check is not None else None
+    for key, value in prefetch.items():
+        if type(value) is not dict or value.get("resourceType") != "Bundle":
+            _keep(_resources_in(value, key, notes), key, notes, check, foreign, by_key)
+            continue
+        for entry in value.get("entry") or ():
+            res = entry.get("resource") if type(entry) is dict else None
+            rtype = res.get("resourceType") if type(res) is dict else None
+            if type(rtype) is not str or rtype in _NOTED:
+                if res is not None or type(entry) is not dict:
+                    _keep(_resources_in({"resourceType": "Bundle", "entry": [entry]}, key, notes),
+                          key, notes, check, foreign, by_key)
+                continue
+            if check is not None:
+                subject = res.get("subject")
+                if not (type(subject) is dict and subject.get("reference") == own) and check.foreign(res):
+                    foreign.setdefault(key, []).append(rtype)
+                    continue
+            rid = res.get("id", "")
+            by_key[(rtype, rid if type(rid) is str else str(rid))] = res
+
+
+def _keep(resources: Iterable[Resource], key: str, notes: list[DataNote], check: SubjectCheck | None,
+          foreign: dict[str, list[str]], by_key: dict[tuple[str, str], Resource]) -> None:
+    """The general path of :func:`_prefetched` for one prefetch value or entry."""
+    for res in resources:
+        if check is not None and check.foreign(res):
+            foreign.setdefault(key, []).append(res.get("resourceType", ""))
+            continue
+        res = normalise(res, notes)
+        by_key[_type_id(res)] = res
 
 
 def subject_check(request: Mapping[str, Any]) -> SubjectCheck | None:
@@ -136,16 +187,12 @@ def record_notes(request: Mapping[str, Any], expected_prefetch: Iterable[str] = 
     notes: list[DataNote] = []
     prefetch = request.get("prefetch") or {}
     check = subject_check(request)
-    foreign: dict[str, list[str]] = {}
-    if all(_quiet(value) for value in prefetch.values()):  # the common case, read without a generator per resource
+    foreign = _quiet_foreign(prefetch, check)  # the common case: one loop, nothing to note
+    if foreign is not None:
         notes.extend(DataNote("missing", key, f"prefetch '{key}' was not provided")
                      for key in expected_prefetch if key not in prefetch)
-        if check is not None:
-            for key, value in prefetch.items():
-                for res in _plain_resources(value):
-                    if check.foreign(res):
-                        foreign.setdefault(key, []).append(res.get("resourceType", ""))
     else:
+        foreign = {}
         for _ in _prefetched(request, expected_prefetch, notes, copy=False, check=check, foreign=foreign):
             pass
     read_draft_orders(request.get("context") or {}, notes, check, foreign)
@@ -153,42 +200,45 @@ def record_notes(request: Mapping[str, Any], expected_prefetch: Iterable[str] = 
     return tuple(notes)
 
 
-def _plain_resources(value: Any) -> Iterator[Mapping[str, Any]]:
-    """The resources of a prefetch value :func:`_quiet` accepted (a resource or a Bundle)."""
-    if value is None:
-        return
-    if value["resourceType"] != "Bundle":
-        yield value
-        return
-    for entry in value.get("entry") or ():
-        res = entry.get("resource")
-        if res is not None:
-            yield res
+def _quiet_foreign(prefetch: Mapping[str, Any], check: SubjectCheck | None) -> dict[str, list[str]] | None:
+    """Another patient's resources by prefetch key (the types, in order) when reading
+    ``prefetch`` certainly adds no other note: every value nothing, a plain resource, or a
+    Bundle of plain resources (:func:`_quiet`); None otherwise, for the general path.
+
+    One loop with this patient's subject reference checked inline: the relevance gate
+    answers most order-selects with this alone, and the two passes it replaces (is it
+    quiet? whose is it?) cost ~0.15 ms of a 500-resource request (issue 11)."""
+    foreign: dict[str, list[str]] = {}
+    own = check.own if check is not None else None
+    for key, value in prefetch.items():
+        if value is None:
+            continue
+        if type(value) is not dict or type(value.get("resourceType")) is not str:
+            return None
+        if value["resourceType"] != "Bundle":
+            if value["resourceType"] in _NOTED:
+                return None
+            if check is not None and check.foreign(value):
+                foreign.setdefault(key, []).append(value["resourceType"])
+            continue
+        for entry in value.get("entry") or ():
+            if type(entry) is not dict:
+                return None
+            res = entry.get("resource")
+            if res is None:
+                continue
+            rtype = res.get("resourceType") if type(res) is dict else None
+            if type(rtype) is not str or rtype in _NOTED:
+                return None
+            if check is not None:
+                subject = res.get("subject")
+                if not (type(subject) is dict and subject.get("reference") == own) and check.foreign(res):
+                    foreign.setdefault(key, []).append(rtype)
+    return foreign
 
 
 #: resource types whose reading adds a note (or descends): see _resources_in and normalise
 _NOTED = frozenset(("Bundle", "OperationOutcome", "MedicationOrder"))
-
-
-def _quiet(value: Any) -> bool:
-    """True when :func:`_resources_in` + :func:`normalise` certainly add no note for this
-    prefetch value: nothing, a plain resource, or a Bundle of plain resources (anything
-    else, e.g. a list or an entry that is not a dict, goes the general way)."""
-    if value is None:
-        return True
-    if type(value) is not dict or type(value.get("resourceType")) is not str:
-        return False
-    if value["resourceType"] != "Bundle":
-        return value["resourceType"] not in _NOTED
-    for entry in value.get("entry") or ():
-        if type(entry) is not dict:
-            return False
-        res = entry.get("resource")
-        if res is None:
-            continue
-        if type(res) is not dict or type(res.get("resourceType")) is not str or res["resourceType"] in _NOTED:
-            return False
-    return True
 
 
 def _type_id(resource: Resource) -> tuple[str, str]:
