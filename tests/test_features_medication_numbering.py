@@ -46,3 +46,51 @@ def test_answers_stay_right_when_the_shared_cache_is_cleared_between_records():
     second = record(statement("t1", "paracetamol"), statement("t2", "voriconazole"))
     assert [r["id"] for r in meds.history(second, c, vs.SYSTEMIC_AZOLES)] == ["t2"]
     assert [r["id"] for r in meds.history(first, ctx(), vs.SYSTEMIC_AZOLES)] == ["s1"]
+
+
+def _medication_resources(value):
+    if isinstance(value, dict):
+        if value.get("resourceType") in meds.MEDICATION_TYPES:
+            yield value
+        for v in value.values():
+            yield from _medication_resources(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _medication_resources(v)
+
+
+ODD_SHAPES = [
+    {"medicationCodeableConcept": None}, {"medicationCodeableConcept": "x"},
+    {"medicationCodeableConcept": {"coding": []}}, {"medicationCodeableConcept": {"coding": [1]}},
+    {"medicationCodeableConcept": {"coding": "x", "text": "t"}},
+    {"medicationCodeableConcept": {"coding": [{"code": "a"}, {"code": "b"}]}},
+    {"dosageInstruction": [{"route": None}, 5, {"route": {"coding": [{"code": "x"}, {"code": "y"}]}}]},
+    {"dosageInstruction": [{"route": "oral"}]}, {"dosage": "x"}, {"dosage": []},
+    {"dosageInstruction": [], "dosage": {"route": {"text": "IV"}}},
+    {"medicationCodeableConcept": {"text": "a"}, "dosageInstruction": {"route": {"coding": {"code": "x"}}}},
+    {"medicationReference": {"reference": "#m1"}, "contained": [{"id": "m1", "code": {"text": "x"}}]}, {},
+]
+
+
+def test_the_inline_reading_of_common_medications_gives_the_general_readers_key():
+    """``_plain_key`` reads the common shape inline (issue 11); wherever it answers, its
+    key must be ``_medication_key``'s, or two resources could be numbered alike although
+    their ValueSet membership differs. Every medication resource of the scenario corpus
+    and of the bench's generated records, and odd shapes, are compared."""
+    import json
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from bench.synth import make_patient
+
+    corpus = [r for f in sorted(Path(__file__).parent.joinpath("scenarios").glob("*.json"))
+              for r in _medication_resources(json.loads(f.read_text(encoding="utf-8")))]
+    generated = [r for seed in (1, 2) for p in [make_patient(2000, now=datetime(2026, 12, 2, tzinfo=UTC), seed=seed)]
+                 for r in (*p.resources, *p.draft_orders) if r["resourceType"] in meds.MEDICATION_TYPES]
+    read_inline = 0
+    for res in (*corpus, *generated, *ODD_SHAPES):
+        key = meds._plain_key(res)
+        if key is not None:
+            read_inline += 1
+            assert key == meds._medication_key(res), res
+    assert len(corpus) > 100 and read_inline > 0.9 * (len(corpus) + len(generated))  # the inline path is the common one

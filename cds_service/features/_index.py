@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 from cds_service.features._memo import memo
-from cds_service.features._read import effective, is_void
+from cds_service.features._read import VOID_STATUSES, _parse_datetime, effective, is_void
 from cds_service.record import PatientRecord, Resource
 
 if TYPE_CHECKING:
@@ -52,5 +52,17 @@ def moment(resource: Resource, when: datetime | None | object) -> datetime | Non
 @memo
 def dated(record: PatientRecord, ctx: FeatureContext, resource_type: str) -> tuple[Row, ...]:
     """Every record resource of ``resource_type`` (record order) with its void flag and
-    ``effective`` moment, read once per record (module docstring)."""
-    return tuple((res, is_void(res), _effective_or_marker(res)) for res in record.of_type(resource_type))
+    ``effective`` moment, read once per record (module docstring).
+
+    The common case is read inline (a ``status`` string, an ``effectiveDateTime`` that
+    parses: the first element ``effective`` tries), with the very same functions'
+    results; anything else goes through ``is_void`` and ``effective`` as before."""
+    out: list[Row] = []
+    append = out.append
+    for res in record.of_type(resource_type):
+        status = res.get("status", "")
+        void = status.lower() in VOID_STATUSES if type(status) is str else is_void(res)
+        text = res.get("effectiveDateTime")
+        when = _parse_datetime(text) if type(text) is str and text else None
+        append((res, void, when if when is not None else _effective_or_marker(res)))
+    return tuple(out)
