@@ -194,8 +194,9 @@ def single_rows(results: dict[str, Any]) -> list[list[str]]:
     ]  # fmt: skip
 
 
-STEPS_HEAD = ["hook", "n", "validate", "gate", "record", "features", "rules", "render", "steps", "CPU/request",
-              "floor CPU/request", "service - floor", "rest"]  # fmt: skip
+STEPS_HEAD = ["hook", "n", "parse", "validate", "gate", "record", "features", "rules", "render", "own steps",
+              "CPU/request", "floor CPU/request", "service - floor", "rest"]  # fmt: skip
+#: the steps the floor does not pay for (it parses the body too: ``parse`` is shown apart)
 _STEP_NAMES = ("validate", "gate", "record", "features", "rules", "render")
 
 
@@ -209,7 +210,8 @@ def steps_rows(results: dict[str, Any]) -> list[list[str]]:
             continue
         steps = sum(st.get(k, 0.0) for k in _STEP_NAMES)
         ours, floor = r["service"]["cpu_ms_per_request"], r["floor"]["cpu_ms_per_request"]
-        out.append([r["hook"], str(st.get("n", 0)), *(f"{st[k]:.2f}" if k in st else "-" for k in _STEP_NAMES),
+        out.append([r["hook"], str(st.get("n", 0)),
+                    *(f"{st[k]:.2f}" if k in st else "-" for k in ("parse", *_STEP_NAMES)),
                     f"{steps:.2f}", f"{ours:.2f}", f"{floor:.2f}", f"{ours - floor:.2f}",
                     f"{ours - floor - steps:.2f}"])  # fmt: skip
     return out
@@ -378,9 +380,11 @@ def markdown(results: dict[str, Any]) -> str:
                       "1 worker, c=16; no step awaits, so each is CPU), against the CPU time each request cost the",
                       "server and the floor (user + system time of every process over the wrk run, from `/proc`,",
                       "divided by the requests answered: unlike throughput, it does not depend on what else runs on",
-                      "the machine). *rest* = what the service pays beyond the floor outside these steps: the",
-                      "middleware, the log line, metrics, the audit row (built on the loop, written by a thread) and",
-                      "the garbage collector and caches working on a larger process.",
+                      "the machine). *parse* is the JSON parse of the body, which the floor does too; *own steps* are",
+                      "the others, which the floor does not do. *rest* = service - floor - own steps: what the service",
+                      "pays beyond the floor outside its steps: the audit row (built on the loop, written by a thread",
+                      "that shares the GIL), the middleware, the log line, metrics, freeing the request's objects,",
+                      "and the caches and allocator working on a larger process.",
                       "", _md(STEPS_HEAD, steps), ""]  # fmt: skip
         mixed = mixed_rows(results)
         if mixed:
@@ -531,9 +535,11 @@ def _not_met(results: dict[str, Any]) -> list[str]:
         steps = sum(st.get(k, 0.0) for k in _STEP_NAMES)
         ours, floor = row["service"]["cpu_ms_per_request"], row["floor"]["cpu_ms_per_request"]
         own = ", ".join(f"{k} {st[k]:.2f}" for k in _STEP_NAMES if k in st)
+        parsed = f" (the parse, {st['parse']:.2f} ms, the floor pays too)" if "parse" in st else ""
         lines += [f"- {what} / floor: each request cost the service {ours:.2f} ms of CPU and the floor {floor:.2f} ms "
                   f"(x{ours / max(floor, 0.01):.2f}; latency ratio {row['ratio_p50']:.2f}, which also depends on what "
-                  f"else ran on the machine). Of the {ours - floor:.2f} ms more, the evaluation steps take {steps:.2f} ({own}); "
+                  f"else ran on the machine). Of the {ours - floor:.2f} ms more, the service's own steps take "
+                  f"{steps:.2f} ({own}){parsed}; "
                   f"the rest, {ours - floor - steps:.2f} ms, is the per-request work outside them (see the steps table). "
                   f"A latency ratio of {1.2 if row is irrelevant else 1.5} needs the service within "
                   f"{(0.2 if row is irrelevant else 0.5) * floor:.2f} ms of CPU of the floor."]  # fmt: skip

@@ -37,7 +37,7 @@ KINDS = (("order-select", "SactOrderSelect", "order-select"), (IRRELEVANT, "Sact
 #: Audit rows read back at most (a full run writes several thousand; the count must not cap)
 _AUDIT_LIMIT = 200_000
 #: Steps the service times in itself (audit ``timings_ms``), in request order.
-STEPS = ("auth", "read", "validate", "fetch", "gate", "record", "features", "rules", "render")
+STEPS = ("auth", "read", "parse", "validate", "fetch", "gate", "record", "features", "rules", "render")
 
 
 def bodies_for(patient: SyntheticPatient, templates: dict[str, dict[str, str]]) -> dict[str, bytes]:

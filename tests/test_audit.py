@@ -46,7 +46,7 @@ def test_each_invocation_writes_a_row_with_rule_codes_uuids_and_context() -> Non
     assert row["card_uuids"] == [c["uuid"] for c in cards]
     assert any("lab system down" in n for n in row["notes"])
     assert row["policy"] == SitePolicy().as_json()  # the engine's policy is the one in force
-    assert set(row["timings_ms"]) == {"auth", "read", "validate", "fetch", "record", "rules"} and row["timings_ms"]["rules"] == 0.1
+    assert set(row["timings_ms"]) == {"auth", "read", "parse", "validate", "fetch", "record", "rules"} and row["timings_ms"]["rules"] == 0.1
 
 
 def test_the_policy_in_force_is_the_settings_policy_when_the_engine_has_none() -> None:

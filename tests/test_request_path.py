@@ -56,7 +56,7 @@ def test_each_step_of_a_call_is_timed_in_the_server() -> None:
     app, _, _ = app_with(FakeEngine(), store)
     assert _post(app, hook_request()).status_code == 200
     (row,) = store.recent(1)[0]
-    assert {"auth", "read", "validate", "fetch", "record"} <= set(row["timings_ms"])
+    assert {"auth", "read", "parse", "validate", "fetch", "record"} <= set(row["timings_ms"])
     assert all(v >= 0 for v in row["timings_ms"].values())
 
 

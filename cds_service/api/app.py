@@ -130,9 +130,11 @@ class ServiceState:
         self.screen = getattr(engine, "screen", None)
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
-        #: hook calls inside call_service now: the audit writer waits for their rows
+        #: hook calls inside call_service now: with two or more, the audit writer waits for
+        #: their rows; with one (a clinician's call at a time) it writes at once, in the idle
+        #: time after the response, not during the next call (audit_writer.py)
         self.hooks_in_flight = 0
-        self.audit_writer = AuditWriter(store, busy=lambda: self.hooks_in_flight > 0)
+        self.audit_writer = AuditWriter(store, busy=lambda: self.hooks_in_flight > 1)
         self.cpu_turns = CpuTurns()
         self.fhir_server_policy = FhirServerPolicy(settings.fhir_server_allowlist, settings.allow_http_fhir_server)
         # DNS only when fetching over the network (an injected test transport resolves nothing)

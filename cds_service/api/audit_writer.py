@@ -11,8 +11,9 @@ row is committed, so the hook's background task (and a test) knows the row is st
 Waiting for company: draining only what is already queued still wrote one row per
 transaction under load, because the writer is faster than the requests. While other hook
 calls are in flight (``busy``), their rows are coming, so the writer waits for them up to
-``max_wait`` seconds (``MAX_WAIT``) before it commits; with nothing in flight (one call at
-a time, the tests) it commits at once. Measured with ``python -m bench`` (500-resource
+``max_wait`` seconds (``MAX_WAIT``) before it commits; with at most one call in flight (one
+call at a time, the tests) it commits at once: waiting then only moves the write from the
+idle time after a response into the next call, whose latency pays for the GIL hand-offs. Measured with ``python -m bench`` (500-resource
 order-sign, c=16): 0.55 -> 0.2 ms of the writer's CPU per request, and 7.0 -> 6.6 ms per
 request in all. The hook's response never waits for this; a row waits at most
 ``max_wait`` longer in memory (what a hard kill of the process can lose; SIGTERM commits
