@@ -91,7 +91,7 @@ def _expectation_json(expected: Any) -> str:
             {k: v for k, v in {
                 "rule": c.rule, "indicator": c.indicator, "contains": list(c.contains),
                 "criteria": dict(c.criteria), "suggestions": list(c.suggestions),
-            }.items() if v}
+            }.items() if v} | ({"links": list(c.links)} if c.links is not None else {})
             for c in expected.cards
         ]
     }
