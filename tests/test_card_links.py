@@ -157,8 +157,8 @@ def test_an_unknown_the_form_already_answers_gets_no_link_and_no_pointer_to_the_
     assert card is not None
     assert {c["code"]: c["status"] for c in card["extension"][CARD_EXT_CRITERIA]} == {"child": "unknown"}
     assert "links" not in card
-    assert "**What to do:** for each criterion that is not documented, act on its line: the INO2 form already " \
-           "answers it, so the record or a site policy decides." in card["detail"]
+    assert "**What to do:** for each criterion that is not documented, do what its line says: the INO2 form " \
+           "already answers it, and the record or a site policy decides." in card["detail"]
 
 
 def test_criteria_not_met_and_nothing_undocumented_get_no_link(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Final
 
 #: Version of the knowledge package: every artifact's ``version`` must equal it.
-KNOWLEDGE_VERSION: Final = "0.2.0"
+KNOWLEDGE_VERSION: Final = "0.2.1"
 
 CANONICAL_BASE: Final = "https://sact-cds.org/fhir"
 STRUCTURE_DEFINITION_BASE: Final = f"{CANONICAL_BASE}/StructureDefinition"
