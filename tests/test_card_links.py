@@ -30,9 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from _rules_harness import ctx, form, given, record
 from fixtures.engine import kit
+from test_ino2_app import launch_through_ehr, rig  # noqa: F401 - the service + SMART EHR of the app tests
 
 from cds_service.engine import Engine
 from cds_service.errors import KnowledgeError
@@ -49,6 +51,7 @@ from cds_service.knowledge.terms import (
     RESPONSE_STATUS_SYSTEM,
 )
 from cds_service.replay import fhir_server
+from cds_service.replay.request import build_request
 from cds_service.replay.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
@@ -313,3 +316,28 @@ def test_response_words_on_cards_are_the_code_systems_card_short_designations() 
 
 def test_a_status_that_is_no_concept_of_the_code_system_is_shown_as_it_is() -> None:
     assert ctx().terminology.designation(RESPONSE_STATUS_SYSTEM, "CR/CRi", DESIGNATION_CARD_SHORT) is None
+
+
+# ------------------------------------------------------------- 2b. the app receives only that order
+
+
+def test_the_form_app_opened_from_an_order_sign_card_names_only_the_inotuzumab_order(rig: Any) -> None:  # noqa: F811
+    """The whole record without its INO2 form, signed with its three premedication drafts,
+    record read through the FHIR-server fallback; the EHR launches the app from the card's
+    link and the form says which order it was opened from: the inotuzumab order alone."""
+    signed = dataclasses.replace(rig.resolved, scenario=dataclasses.replace(rig.resolved.scenario, hook="order-sign"),
+                                 selections=tuple(f"MedicationRequest/{d['id']}" for d in rig.resolved.draft_orders))
+    assert len(signed.draft_orders) == 4
+    body = build_request(signed, None, fhir_server=rig.ehr.url).body
+    response = httpx.post(f"{rig.service}/cds-services/SactOrderSign", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    card = _eligibility(response.json()["cards"])
+    link = _form_link(card or {})
+    assert link is not None
+    assert json.loads(link["appContext"]) == {"hookInstance": body["hookInstance"],
+                                              "draftOrders": ["MedicationRequest/draft-ino-c1d1"]}
+    with httpx.Client(timeout=30) as client:
+        launch_through_ehr(client, rig, link)
+        page = client.get(f"{rig.service}/apps/ino2/form").text
+    assert "Opened from the order check of MedicationRequest/draft-ino-c1d1." in page
+    assert "premed" not in page.split("Opened from", 1)[1].split("</p>", 1)[0]
