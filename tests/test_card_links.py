@@ -108,6 +108,7 @@ def eligibility_fallback(replay_session: Any, eligibility_prefetch: dict[str, li
         with fhir_server.serve(scenario.resolved(now)) as server:
             result = replay_session.replay(scenario, now, fhir_server=server.url, send_prefetch=False)
         assert result.status != "error", (name, result.error)
+        assert _eligibility(result.cards) is not None, name  # the same card as through prefetch
         out[name] = result.cards
     return out
 
@@ -141,6 +142,7 @@ def test_the_form_link_is_offered_exactly_when_the_form_can_close_a_gap(
         withheld += not resolvable
     # both sides occur: an unmet-only card, an unknown the form answers, and a real gap
     assert offered >= 4 and withheld >= 10, (offered, withheld)
+    print(f"eligibility cards: {offered} with the INO2 form link, {withheld} without")
 
 
 def test_a_whole_record_whose_form_leaves_an_item_unanswered_links_to_the_form(
