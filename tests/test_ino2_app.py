@@ -28,7 +28,7 @@ from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 from cds_service.api import create_app
 from cds_service.apps.ino2.smart import LaunchError, Sessions, check_issuer, scopes_for
 from cds_service.knowledge._schema import r4_schema, schema_path
-from cds_service.knowledge.terms import CARD_EXT_CRITERIA
+from cds_service.knowledge.terms import CARD_EXT_CRITERIA, KNOWLEDGE_VERSION
 from cds_service.record import FhirServerPolicy
 from cds_service.replay import fhir_server
 from cds_service.replay.request import build_request
@@ -153,7 +153,7 @@ def test_the_whole_loop_card_launch_form_sign_and_the_next_hook_call(rig: Rig, c
     qr = written[0]
     first_id = qr["id"]
     assert qr["status"] == "completed" and qr["author"]["reference"].startswith("Practitioner/")
-    assert qr["questionnaire"] == "https://sact-cds.org/fhir/Questionnaire/Ino2Attestation|0.2.0"
+    assert qr["questionnaire"] == f"https://sact-cds.org/fhir/Questionnaire/Ino2Attestation|{KNOWLEDGE_VERSION}"
     assert qr["subject"] == {"reference": f"Patient/{rig.resolved.patient['id']}"} and qr["authored"]
     QuestionnaireResponse.model_validate(qr)
     assert list(r4_schema(schema_path()).iter_errors(qr)) == []

@@ -21,7 +21,7 @@ from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 
 from cds_service.apps.ino2.populate import EXT_POPULATE_EVIDENCE
 from cds_service.knowledge._schema import r4_schema, schema_path
-from cds_service.knowledge.terms import CARD_EXT_CRITERIA, CRITERION_CODES
+from cds_service.knowledge.terms import CARD_EXT_CRITERIA, CRITERION_CODES, KNOWLEDGE_VERSION
 from cds_service.replay import fhir_server
 from cds_service.replay.run import in_process
 from cds_service.replay.scenario import ResolvedScenario, load_scenario
@@ -104,7 +104,7 @@ def test_populate_returns_a_valid_r4_in_progress_response(populated: dict[str, A
         validate_r4(qr)
         resolved = populated[name][3]
         assert qr["status"] == "in-progress"
-        assert qr["questionnaire"] == "https://sact-cds.org/fhir/Questionnaire/Ino2Attestation|0.2.0"
+        assert qr["questionnaire"] == f"https://sact-cds.org/fhir/Questionnaire/Ino2Attestation|{KNOWLEDGE_VERSION}"
         assert qr["subject"] == {"reference": f"Patient/{resolved.patient['id']}"}
         assert [i["linkId"] for i in qr["item"]][:15] == list(CRITERION_CODES)  # every item, in order
 

@@ -3,8 +3,13 @@
 The knowledge declares a SMART link by a path relative to the service (the rule's
 ``documentation`` entry marked ``cds-link-type`` = ``smart``): where the service is
 deployed is not knowledge. Here, per request, the path becomes an absolute URL under the
-service's public base URL, and ``appContext`` names the hook instance and the draft
-order(s) the card is about, so the app can say which order the form belongs to.
+service's public base URL, and ``appContext`` names the hook instance.
+
+Which draft orders the app is about is knowledge too: the documentation entry's
+``cds-link-orders`` expression (for the INO2 form: the selected inotuzumab drafts, found
+with the knowledge's InotuzumabOzogamicin ValueSet), which the engine has already put in
+``appContext``. A link that declares no orders names none: the app never receives the
+session's unrelated orders (another medicine, another patient's draft).
 """
 
 from __future__ import annotations
@@ -14,31 +19,34 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urljoin
 
+#: At most this many orders in ``appContext`` (the app keeps 500 characters of it).
 MAX_ORDERS = 10
 
 
-def app_context(request: Mapping[str, Any]) -> str:
-    """``{"hookInstance": …, "draftOrders": ["MedicationRequest/…"]}`` as a JSON string."""
-    context = request.get("context") or {}
-    orders = [s for s in context.get("selections") or () if isinstance(s, str)]
-    if not orders:
-        bundle = context.get("draftOrders") or {}
-        for entry in (bundle.get("entry") or ()) if isinstance(bundle, Mapping) else ():
-            res = entry.get("resource") if isinstance(entry, Mapping) else None
-            if isinstance(res, Mapping) and res.get("resourceType") and res.get("id"):
-                orders.append(f"{res['resourceType']}/{res['id']}")
-    return json.dumps({"hookInstance": request.get("hookInstance"), "draftOrders": orders[:MAX_ORDERS]},
-                      separators=(",", ":"))
+def app_context(request: Mapping[str, Any], declared: str | None = None) -> str:
+    """``{"hookInstance": …, "draftOrders": [the orders the engine named]}`` as a JSON string;
+    ``declared`` is the ``appContext`` the engine gave the link (None: no orders declared)."""
+    orders: list[str] = []
+    try:
+        named = json.loads(declared).get("draftOrders") if declared else None
+    except (ValueError, AttributeError):
+        named = None
+    if isinstance(named, list):
+        orders = [o for o in named if isinstance(o, str)]
+    out: dict[str, Any] = {"hookInstance": request.get("hookInstance")}
+    if declared is not None:
+        out["draftOrders"] = orders[:MAX_ORDERS]
+    return json.dumps(out, separators=(",", ":"))
 
 
 def complete_smart_links(cards: list[dict[str, Any]], base_url: str, request: Mapping[str, Any]) -> None:
-    """Make every ``smart`` link of ``cards`` absolute under ``base_url`` and add ``appContext``."""
-    shared: str | None = None
+    """Make every ``smart`` link of ``cards`` absolute under ``base_url`` and add the hook
+    instance to its ``appContext``."""
     for card in cards:
         for link in card.get("links") or ():
             if link.get("type") != "smart":
                 continue
             if not str(link.get("url", "")).startswith(("http://", "https://")):
                 link["url"] = urljoin(base_url.rstrip("/") + "/", str(link["url"]).lstrip("/"))
-            shared = shared or app_context(request)
-            link["appContext"] = shared
+            declared = link.get("appContext")
+            link["appContext"] = app_context(request, declared if isinstance(declared, str) else None)

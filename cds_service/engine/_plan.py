@@ -17,6 +17,19 @@ FHIRPATH = "text/fhirpath"
 #: dynamicValue paths a top-level action may set (``%`` prefix tolerated, as in CR).
 CARD_PATHS = ("action.title", "action.description", "action.priority")
 CARD_EXTENSION_PREFIX = "card.extension."
+#: Card extension keys the engine fills itself from the expressions a link declares on its
+#: documentation entry (extensions cds-link-condition and cds-link-orders):
+#: ``org.sact-cds.link.<documentation index>.<part>``. They ride with the other dynamic
+#: values and cards.card takes them off the card and applies them to that link: they are
+#: never sent to a client, and a rule's own dynamicValue may not use them.
+LINK_VALUE_KEY = "org.sact-cds.link."
+LINK_OFFERED = "offered"
+LINK_ORDERS = "orders"
+
+
+def link_value_key(index: int, part: str) -> str:
+    """The private card extension key of one link expression (see LINK_VALUE_KEY)."""
+    return f"{LINK_VALUE_KEY}{index}.{part}"
 #: card selectionBehavior values CDS Hooks 2.0 allows (cds-hooks.md §1.4).
 SELECTION_BEHAVIORS = ("any", "at-most-one")
 

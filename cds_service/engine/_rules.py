@@ -27,6 +27,9 @@ from cds_service.engine._plan import (
     CARD_EXTENSION_PREFIX,
     CARD_PATHS,
     FHIRPATH,
+    LINK_OFFERED,
+    LINK_ORDERS,
+    LINK_VALUE_KEY,
     SELECTION_BEHAVIORS,
     TEMPLATE_CODE,
     UPDATE_DOSE_UNIT,
@@ -36,6 +39,7 @@ from cds_service.engine._plan import (
     RulePlan,
     SuggestionRule,
     Template,
+    link_value_key,
     named_events,
     override_codes,
     plan_hooks,
@@ -46,7 +50,15 @@ from cds_service.engine._plan import (
 from cds_service.engine.apply import needs_bsa
 from cds_service.engine.conditions import CompiledExpression, compile_expression, conjuncts
 from cds_service.errors import ExpressionCompileError, KnowledgeError, SactCdsError, UnknownFeature
-from cds_service.knowledge.terms import PRIORITY_TO_INDICATOR, RULE_SYSTEM
+from cds_service.knowledge.terms import (
+    EXT_CDS_LINK_CONDITION,
+    EXT_CDS_LINK_ORDERS,
+    PRIORITY_TO_INDICATOR,
+    RULE_SYSTEM,
+)
+
+#: Link expressions a documentation entry may declare: extension -> the part it fills.
+_LINK_EXPRESSIONS = ((EXT_CDS_LINK_CONDITION, LINK_OFFERED), (EXT_CDS_LINK_ORDERS, LINK_ORDERS))
 
 
 class _Compiler:
@@ -193,6 +205,7 @@ class _Compiler:
             path = str(dv.get("path", "")).lstrip("%")
             if path not in CARD_PATHS and not (
                 path.startswith(CARD_EXTENSION_PREFIX) and len(path) > len(CARD_EXTENSION_PREFIX)
+                and not path.startswith(CARD_EXTENSION_PREFIX + LINK_VALUE_KEY)
             ):
                 self.fail(
                     KnowledgeError,
@@ -204,6 +217,7 @@ class _Compiler:
             compiled = self.expr(dv.get("expression") or {}, action, f"dynamicValue[{path}]")
             if compiled is not None:
                 dynamic.append((path, compiled))
+        dynamic.extend(self.link_expressions(action))
         if not action.get("title") and "action.title" not in dict(dynamic):
             self.fail(KnowledgeError, "rule action has no title (the card summary)", action)
         behavior = action.get("selectionBehavior") or "any"
@@ -251,6 +265,29 @@ class _Compiler:
             statements=source_statements(action),
             supersedes=supersedes(action),
         )
+
+    def link_expressions(self, action: Mapping[str, Any]) -> list[tuple[str, CompiledExpression]]:
+        """A link's ``cds-link-condition`` (offer the link only when true) and
+        ``cds-link-orders`` (the draft orders its app is about, ``Type/id`` strings), as
+        dynamic values under the private key of their documentation entry: evaluated with
+        the rule's other dynamic values, applied to the link by cards.card."""
+        out = []
+        for i, doc in enumerate(action.get("documentation") or ()):
+            for ext in doc.get("extension") or () if isinstance(doc, Mapping) else ():
+                part = dict(_LINK_EXPRESSIONS).get(ext.get("url")) if isinstance(ext, Mapping) else None
+                if part is None:
+                    continue
+                where = f"documentation[{i}] {ext['url'].rsplit('/', 1)[-1]}"
+                if i == 0:
+                    self.fail(KnowledgeError, f"{where}: documentation[0] is the card's source, not a link", action)
+                    continue
+                if not isinstance(ext.get("valueExpression"), Mapping):
+                    self.fail(KnowledgeError, f"{where}: needs a valueExpression (text/fhirpath)", action)
+                    continue
+                compiled = self.expr(ext["valueExpression"], action, where)
+                if compiled is not None:
+                    out.append((CARD_EXTENSION_PREFIX + link_value_key(i, part), compiled))
+        return out
 
     def suggestion(self, child: Mapping[str, Any], parent: Mapping[str, Any]) -> SuggestionRule | None:
         label = child.get("title") or child.get("textEquivalent")

@@ -15,30 +15,39 @@ source              ``documentation[0]`` label/display + url, ``code`` topic   s
 suggestions         child actions (suggestions.py); ``selectionBehavior``      card
 overrideReasons     CodeSystem override-reason, every concept, with display    override_reasons
 links               ``documentation[1:]`` that have a url (type absolute, or   links
-                    smart when marked with the ``cds-link-type`` extension)
+                    smart when marked with the ``cds-link-type`` extension);
+                    ``cds-link-condition`` false -> not offered,
+                    ``cds-link-orders`` -> ``appContext`` draftOrders
 extension           knowledge version, evidence, dynamicValue card.extension   extension
 ==================  =========================================================  ==========
 
 ``links``: CR puts every PlanDefinition.relatedArtifact on every card; here only the
 action's own further ``documentation`` entries with a ``url`` become links, so a card
-links to what it cites and nothing else.
+links to what it cites and nothing else. A link offered only when it can help declares
+a FHIRPath ``cds-link-condition`` (e.g. the INO2 form link: only while a criterion is not
+documented), and a SMART link names the draft orders its app is about with
+``cds-link-orders``; _rules.py compiles both into dynamic values under private card
+extension keys, and :func:`card` applies them here and takes them off the card.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from cds_service.engine._plan import LINK_OFFERED, LINK_ORDERS, LINK_VALUE_KEY, link_value_key
 from cds_service.errors import KnowledgeError
 from cds_service.features import FeatureValue
 from cds_service.knowledge._sources import PAGES_PATH, citation_link, passage_link
 from cds_service.knowledge.terms import (
     CARD_EXT_EVIDENCE,
     CARD_EXT_KNOWLEDGE_VERSION,
+    EXT_CDS_LINK_ORDERS,
     EXT_CDS_LINK_TYPE,
     OVERRIDE_REASON_SYSTEM,
     PRIORITY_TO_INDICATOR,
@@ -77,6 +86,7 @@ FEATURE_LABELS = {
     "bsa_dose": "Dose against body surface area",
     "bsa_m2": "Body surface area (height and weight)",
     "ino2_criteria": "INO2 funding criteria",
+    "ino2_form_answers": "Questions answered on the INO2 form",
     "response_status": "Response to treatment (CR/CRi or not)",
     "hsct_planned": "Whether a stem cell transplant is planned",
     "azole_conflict": "Azole antifungals with inotuzumab",
@@ -191,26 +201,61 @@ def source(
     return out
 
 
-def links(documentation: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+#: Private key of a link until :func:`card`: the index of its documentation entry.
+_LINK_INDEX = "_documentation"
+
+
+def links(documentation: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """``documentation[1:]`` entries with an absolute url, as CDS Hooks links; an entry
     marked ``cds-link-type`` = ``smart`` is a SMART app link whose url may be relative to
-    the service (the api layer makes it absolute and adds ``appContext``)."""
-    out = []
-    for doc in documentation[1:]:
+    the service (the api layer makes it absolute and adds the hook instance to
+    ``appContext``). A SMART link that declares ``cds-link-orders`` starts with an
+    ``appContext`` naming no order; :func:`card` fills in the orders the expression gives."""
+    out: list[dict[str, Any]] = []
+    for i, doc in enumerate(documentation[1:], start=1):
         url = doc.get("url")
         label = doc.get("label") or doc.get("display") or url
-        if _link_type(doc) == "smart" and isinstance(url, str) and url:
-            out.append({"label": label, "url": url, "type": "smart"})
+        if _extension(doc, EXT_CDS_LINK_TYPE) == "smart" and isinstance(url, str) and url:
+            link: dict[str, Any] = {"label": label, "url": url, "type": "smart"}
+            if _extension(doc, EXT_CDS_LINK_ORDERS) is not None:
+                link["appContext"] = _orders_context([])
+            out.append({**link, _LINK_INDEX: i})
         elif isinstance(url, str) and url.startswith(("http://", "https://")):
-            out.append({"label": label, "url": url, "type": "absolute"})
+            out.append({"label": label, "url": url, "type": "absolute", _LINK_INDEX: i})
     return out
 
 
-def _link_type(doc: Mapping[str, Any]) -> str | None:
+def _extension(doc: Mapping[str, Any], url: str) -> Any:
+    """The value of ``doc``'s extension ``url`` (None when absent)."""
     for ext in doc.get("extension") or ():
-        if isinstance(ext, Mapping) and ext.get("url") == EXT_CDS_LINK_TYPE:
-            return str(ext.get("valueCode"))
+        if isinstance(ext, Mapping) and ext.get("url") == url:
+            return str(ext["valueCode"]) if "valueCode" in ext else ext.get("valueExpression")
     return None
+
+
+def _orders_context(orders: Iterable[Any]) -> str:
+    return json.dumps({"draftOrders": [o for o in orders if isinstance(o, str)]}, separators=(",", ":"))
+
+
+def _apply_link_values(links: list[dict[str, Any]], extension: dict[str, Any]) -> list[dict[str, Any]]:
+    """Take the link values (LINK_VALUE_KEY) off ``extension`` and apply them: a link whose
+    condition is false is not offered; a condition that gave no answer (an error, unknown
+    data) leaves the link offered, as the card says part of it could not be checked. A
+    link's orders become its ``appContext``."""
+    values = {key: extension.pop(key) for key in [k for k in extension if k.startswith(LINK_VALUE_KEY)]}
+    out = []
+    for link in links:
+        i = link.pop(_LINK_INDEX, None)
+        if i is None:
+            out.append(link)
+            continue
+        if values.get(link_value_key(i, LINK_OFFERED)) == [False]:
+            continue
+        orders = values.get(link_value_key(i, LINK_ORDERS))
+        if orders is not None and "appContext" in link:
+            link["appContext"] = _orders_context(orders if isinstance(orders, list) else [orders])
+        out.append(link)
+    return out
 
 
 def evidence_lines(
@@ -331,11 +376,13 @@ def card(
     suggestions: list[dict[str, Any]],
     selection_behavior: str,
     override_reasons: Sequence[Mapping[str, str]],
-    links: list[dict[str, str]],
+    links: list[dict[str, Any]],
     extension: dict[str, Any],
 ) -> dict[str, Any]:
     """Assemble a card, omitting empty optional parts (CDS Hooks: no ``[]``/``""``);
-    ``selectionBehavior`` is present exactly when there are suggestions."""
+    ``selectionBehavior`` is present exactly when there are suggestions; the links'
+    condition and orders values are applied and taken off ``extension``."""
+    links = _apply_link_values(links, extension)
     out: dict[str, Any] = {"uuid": str(uuid.uuid4()), "summary": summary}
     if detail:
         out["detail"] = detail

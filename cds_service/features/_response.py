@@ -22,12 +22,18 @@ from cds_service.features._medications import administrations
 from cds_service.features._memo import memo
 from cds_service.features._read import in_valueset, is_asserted, is_void, parse_datetime, unavailable
 from cds_service.features._registry import Evidence, FeatureContext, FeatureValue, feature
+from cds_service.knowledge.terms import CRITERION_CODES, DESIGNATION_CARD_SHORT, RESPONSE_STATUS_SYSTEM
 from cds_service.record import PatientRecord, Resource, reference_of
 
 _COUNTS = frozenset({"completed", "amended"})
 _RESPONSES = {"cr": "CR", "cri": "CRi", "not-in-cr": "not-in-CR"}
-#: how a card names each status: words, not the code
-_SHOWN = {"CR": "CR", "CRi": "CRi", "not-in-CR": "not in CR/CRi"}
+
+
+def _shown(ctx: FeatureContext, status: str) -> str:
+    """How a card names a response status: the short word the CodeSystem response-status
+    gives the concept (designation ``card-short``), e.g. "not in CR/CRi"; a status that is
+    not a concept of it (the "CR/CRi" of a coded remission) as it is."""
+    return ctx.terminology.designation(RESPONSE_STATUS_SYSTEM, status, DESIGNATION_CARD_SHORT) or status
 
 
 def ino2_responses(record: PatientRecord) -> list[Resource]:
@@ -182,12 +188,12 @@ def response_status(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
         in_cr = {c[2] != "not-in-CR" for c in newest}
         if len(in_cr) > 1:
             conflict = (f"the records of {latest_day.isoformat()} disagree ("
-                        + "; ".join(f"{_SHOWN.get(c[2], c[2])} from {c[3]}" for c in newest) + ")")
-            evidence.extend(Evidence(f"Response {_SHOWN.get(c[2], c[2])} from {c[3]}", c[4], c[0].isoformat()) for c in newest)
+                        + "; ".join(f"{_shown(ctx, c[2])} from {c[3]}" for c in newest) + ")")
+            evidence.extend(Evidence(f"Response {_shown(ctx, c[2])} from {c[3]}", c[4], c[0].isoformat()) for c in newest)
         else:
             day, _, status, source, ref = sorted(newest, key=lambda c: c[1])[0]
             source_date = day.isoformat()
-            evidence.append(Evidence(f"Response to treatment {_SHOWN.get(status, status)}, from {source}", ref, source_date))
+            evidence.append(Evidence(f"Response to treatment {_shown(ctx, status)}, from {source}", ref, source_date))
     for form in unanswered:
         when = form_date(form)
         if when and (source_date is None or when > source_date):
@@ -213,6 +219,30 @@ def response_status(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
             why = "the INO2 form could not be read"
     note = f"Response to treatment unknown: {why}. Record the response (CR, CRi, or not in CR/CRi) on the INO2 form."
     return FeatureValue("unknown", value, tuple(evidence), note)
+
+
+@feature("ino2_form_answers")
+def ino2_form_answers(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
+    """Which INO2 criteria the latest completed INO2 form answers (yes or no) and which it
+    leaves unanswered.
+
+    What the form can still settle: a criterion the form leaves unanswered may be settled
+    by answering it; one it already answers and that is still not met or unknown is
+    decided by the record or a site policy (``ino2_criteria``), and answering it again
+    changes nothing. The eligibility card offers its link to the form on that (its
+    ``cds-link-condition``). Never unknown: a form that is missing or cannot be read
+    answers nothing. Value: ``form_date``, ``answered``, ``unanswered`` (criterion codes,
+    form order). No evidence of its own: the eligibility card names the form already.
+    """
+    qr = latest_ino2_response(record)
+    given = answers(qr)
+    answered = [code for code in CRITERION_CODES if isinstance(given.get(code), bool)]
+    value = {
+        "form_date": form_date(qr),
+        "answered": answered,
+        "unanswered": [code for code in CRITERION_CODES if code not in answered],
+    }
+    return FeatureValue("met" if qr is not None else "not_met", value)
 
 
 @feature("hsct_planned")

@@ -18,6 +18,10 @@ What a ValueSet means here (docs/architecture.md §1.2, FHIR R4 ValueSet.compose
   and ingredients.
 - extension ``valueset-exclude-route-text``: a medication resource whose every dosage route,
   or whose ``Medication.form``, reads as one of these words is not a member.
+
+Besides membership it answers one more question of our own CodeSystems: the short form
+a card shows for a concept, a ``designation`` whose ``use`` is a code of CodeSystem
+``designation-use`` (:meth:`Terminology.designation`), so card words are knowledge too.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cds_service.errors import ArtifactInvalid, UnknownArtifact
-from cds_service.knowledge.terms import ATC, EXT_EXCLUDE_ROUTE_TEXT, EXT_MATCH_TEXT, ICD10CM
+from cds_service.knowledge.terms import ATC, DESIGNATION_USE_SYSTEM, EXT_EXCLUDE_ROUTE_TEXT, EXT_MATCH_TEXT, ICD10CM
 
 if TYPE_CHECKING:
     from cds_service.record._model import PatientRecord
@@ -434,17 +438,41 @@ def _resolve(
     return record.resolve(reference) if record is not None else None
 
 
+def _designations(codesystems: Mapping[str, dict]) -> dict[tuple[str, str, str], str]:
+    """(system, code, use) -> value of every concept designation whose ``use`` is a code of
+    CodeSystem designation-use (nested concepts too; the first of a use wins)."""
+    out: dict[tuple[str, str, str], str] = {}
+
+    def walk(system: str, concepts: Iterable[Mapping[str, Any]]) -> None:
+        for concept in concepts:
+            for d in concept.get("designation") or ():
+                use = d.get("use") or {}
+                if use.get("system") == DESIGNATION_USE_SYSTEM and isinstance(d.get("value"), str):
+                    out.setdefault((system, str(concept.get("code")), str(use.get("code"))), d["value"])
+            walk(system, concept.get("concept") or ())
+
+    for system, cs in codesystems.items():
+        walk(system, cs.get("concept") or ())
+    return out
+
+
 # --------------------------------------------------------------------------- public API
 
 
 class Terminology:
     """ValueSet membership, compiled once from the knowledge package's ValueSets/CodeSystems."""
 
-    __slots__ = ("_matchers", "_versions", "__weakref__")  # weakref: features cache membership per Terminology
+    __slots__ = ("_matchers", "_versions", "_designations", "__weakref__")  # weakref: features cache per Terminology
 
-    def __init__(self, matchers: Mapping[str, _Matcher], versions: Mapping[str, str | None]) -> None:
+    def __init__(
+        self,
+        matchers: Mapping[str, _Matcher],
+        versions: Mapping[str, str | None],
+        designations: Mapping[tuple[str, str, str], str] | None = None,
+    ) -> None:
         self._matchers = dict(matchers)
         self._versions = dict(versions)
+        self._designations = dict(designations or {})
 
     @classmethod
     def from_resources(cls, resources: Iterable[Mapping[str, Any]]) -> Terminology:
@@ -463,7 +491,7 @@ class Terminology:
                 codesystems[_system(resource["url"])] = dict(resource)
         compiler = _Compiler(valuesets, codesystems)
         matchers = {url: compiler.compile(url) for url in valuesets}
-        return cls(matchers, {url: vs.get("version") for url, vs in valuesets.items()})
+        return cls(matchers, {url: vs.get("version") for url, vs in valuesets.items()}, _designations(codesystems))
 
     def _matcher(self, valueset_url: str) -> _Matcher:
         url, _, version = valueset_url.partition("|")
@@ -512,6 +540,11 @@ class Terminology:
             if matcher.member(codes, "\n".join([*concept_texts, *texts]), routes, form):
                 return True
         return False
+
+    def designation(self, system: str, code: str, use: str) -> str | None:
+        """The designation of concept ``code`` of our CodeSystem ``system`` whose use is
+        ``use`` (a code of CodeSystem designation-use), or None when it has none."""
+        return self._designations.get((_system(system), code, use))
 
     def codes(self, valueset_url: str) -> list[Code]:
         """The enumerated (system, code) pairs, nested sets included (for prefetch filters).

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Final
 
 #: Version of the knowledge package: every artifact's ``version`` must equal it.
-KNOWLEDGE_VERSION: Final = "0.2.0"
+KNOWLEDGE_VERSION: Final = "0.2.1"
 
 CANONICAL_BASE: Final = "https://sact-cds.org/fhir"
 STRUCTURE_DEFINITION_BASE: Final = f"{CANONICAL_BASE}/StructureDefinition"
@@ -25,6 +25,9 @@ RULE_SYSTEM: Final = f"{CANONICAL_BASE}/CodeSystem/sact-cds-rule"
 CRITERION_SYSTEM: Final = f"{CANONICAL_BASE}/CodeSystem/ino2-criterion"
 OVERRIDE_REASON_SYSTEM: Final = f"{CANONICAL_BASE}/CodeSystem/override-reason"
 RESPONSE_STATUS_SYSTEM: Final = f"{CANONICAL_BASE}/CodeSystem/response-status"
+DESIGNATION_USE_SYSTEM: Final = f"{CANONICAL_BASE}/CodeSystem/designation-use"
+#: CodeSystem designation use: the short form a card shows for a concept ("not in CR/CRi").
+DESIGNATION_CARD_SHORT: Final = "card-short"
 INO2_QUESTIONNAIRE: Final = f"{CANONICAL_BASE}/Questionnaire/Ino2Attestation"
 
 # Our own extensions (defined as StructureDefinitions in fhir_profiles/).
@@ -32,6 +35,8 @@ EXT_SOURCE_STATEMENT: Final = f"{STRUCTURE_DEFINITION_BASE}/source-statement"
 EXT_MATCH_TEXT: Final = f"{STRUCTURE_DEFINITION_BASE}/valueset-match-text"
 EXT_EXCLUDE_ROUTE_TEXT: Final = f"{STRUCTURE_DEFINITION_BASE}/valueset-exclude-route-text"
 EXT_CDS_LINK_TYPE: Final = f"{STRUCTURE_DEFINITION_BASE}/cds-link-type"
+EXT_CDS_LINK_CONDITION: Final = f"{STRUCTURE_DEFINITION_BASE}/cds-link-condition"
+EXT_CDS_LINK_ORDERS: Final = f"{STRUCTURE_DEFINITION_BASE}/cds-link-orders"
 
 # Card extension keys (CDS Hooks 2.0 §extensions: reverse-domain names).
 CARD_EXT_KNOWLEDGE_VERSION: Final = "org.sact-cds.knowledge-version"

@@ -101,6 +101,13 @@ def _problems(expected: CardExpectation, card: Card) -> list[str]:
         if not any(fragment.lower() in label for label in labels):
             offered = ", ".join(repr(s.get("label")) for s in card.get("suggestions") or ()) or "none"
             out.append(f"no suggestion labelled {fragment!r} (offered: {offered})")
+    if expected.links is not None:
+        shown = [str(link.get("label", "")) for link in card.get("links") or ()]
+        matched = [any(f.lower() in label.lower() for f in expected.links) for label in shown]
+        missing = [f for f in expected.links if not any(f.lower() in label.lower() for label in shown)]
+        if missing or not all(matched) or len(shown) != len(expected.links):
+            out.append(f"links are {', '.join(map(repr, shown)) or 'none'}, expected "
+                       f"{', '.join(map(repr, expected.links)) or 'none'}")
     return out
 
 

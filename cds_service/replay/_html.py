@@ -41,6 +41,8 @@ section.scenario{border:1px solid #ddd;border-radius:6px;padding:1rem;margin:1.5
 .card-detail{font-size:.92rem}.card-detail table{border-collapse:collapse}.card-detail td,.card-detail th{border:1px solid #ccc;padding:.2rem .4rem}
 .source{font-size:.8rem;color:#555}
 .suggestions button{margin:.3rem .4rem 0 0;padding:.3rem .7rem;border:1px solid #1976d2;border-radius:3px;background:#fff;color:#1976d2;font-size:.85rem}
+.card-links{margin:.3rem 0 0;font-size:.85rem}.card-link{color:#1976d2;text-decoration:underline;margin-right:.8rem}
+.card-link-type{color:#666;font-size:.75rem;margin-left:.3rem}
 .diff{margin-top:1rem}.diff h3{font-size:1rem;margin:.2rem 0}
 ul.diffs li{color:#c62828}.ok{color:#2e7d32}.error{color:#6a1b9a;white-space:pre-wrap}
 pre.expect{background:#f4f4f4;padding:.5rem;font-size:.8rem;overflow-x:auto}
@@ -70,14 +72,19 @@ def card_html(card: Mapping[str, Any]) -> str:
     suggestions = "".join(
         f'<button type="button" disabled>{_e(s.get("label", ""))}</button>' for s in card.get("suggestions") or ()
     )
+    # links as an EHR shows them: link text, not buttons (a suggestion is a button); not
+    # followed from the report (a SMART link needs an EHR launch)
     links = "".join(
-        f'<button type="button" disabled>{_e(link.get("label", ""))}</button>' for link in card.get("links") or ()
+        f'<span class="card-link">{_e(link.get("label", ""))}</span>'
+        f'<span class="card-link-type">({_e(link.get("type", ""))} link)</span>'
+        for link in card.get("links") or ()
     )
     return (
         f'<div class="card card-{_e(indicator)}"><div class="bar bar-{_e(indicator)}"></div><div class="card-body">'
         f'<div><span class="indicator">{_e(indicator)}</span><span class="card-summary">{_e(card.get("summary", ""))}</span></div>'
         f'<div class="card-detail">{render_markdown(str(card.get("detail", "")))}</div>'
-        + (f'<div class="suggestions">{suggestions}{links}</div>' if suggestions or links else "")
+        + (f'<div class="suggestions">{suggestions}</div>' if suggestions else "")
+        + (f'<div class="card-links">{links}</div>' if links else "")
         + f'<div class="source">Source: {source_html} · rule <code>{_e(rule_of(card))}</code></div>'
         "</div></div>"
     )
@@ -91,7 +98,7 @@ def _expectation_json(expected: Any) -> str:
             {k: v for k, v in {
                 "rule": c.rule, "indicator": c.indicator, "contains": list(c.contains),
                 "criteria": dict(c.criteria), "suggestions": list(c.suggestions),
-            }.items() if v}
+            }.items() if v} | ({"links": list(c.links)} if c.links is not None else {})
             for c in expected.cards
         ]
     }

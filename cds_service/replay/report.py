@@ -59,6 +59,8 @@ def card_panel(card: Mapping[str, Any]) -> Panel:
         for s in suggestions:
             line.append(f"[ {s.get('label', '')} ] ", style="reverse")
         parts.append(line)
+    for link in card.get("links") or ():
+        parts.append(Text(f"Link ({link.get('type', '')}): {link.get('label', '')}", style="underline"))
     source = card.get("source") or {}
     parts.append(Text(f"Source: {source.get('label', '')}  rule {rule_of(card)}", style="dim"))
     return Panel(

@@ -67,6 +67,8 @@ class CardExpectation:
     contains: tuple[str, ...] = ()
     criteria: Mapping[str, str] = field(default_factory=dict)
     suggestions: tuple[str, ...] = ()
+    #: label fragments of the card's links, one per link (None: not checked; (): no link)
+    links: tuple[str, ...] | None = None
 
     def describe(self) -> str:
         return f"{self.rule} ({self.indicator})" if self.indicator else self.rule
@@ -216,6 +218,7 @@ def _expectation(raw: Mapping[str, Any]) -> Expectation:
                 contains=tuple(c.get("contains", ())),
                 criteria=dict(c.get("criteria", {})),
                 suggestions=tuple(c.get("suggestions", ())),
+                links=tuple(c["links"]) if "links" in c else None,
             )
             for c in raw.get("cards", ())
         ),

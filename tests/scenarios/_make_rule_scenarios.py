@@ -245,7 +245,7 @@ def scenario(name: str, title: str, case: Case, *, hook: str = "order-sign", car
     SCENARIOS[name] = {"scenario": header, "bundle": bundle}
 
 
-def card(rule: str, indicator: str | None = None, contains=(), suggestions=(), criteria=None) -> dict:
+def card(rule: str, indicator: str | None = None, contains=(), suggestions=(), criteria=None, links=None) -> dict:
     out: dict[str, Any] = {"rule": rule}
     if indicator:
         out["indicator"] = indicator
@@ -255,10 +255,19 @@ def card(rule: str, indicator: str | None = None, contains=(), suggestions=(), c
         out["criteria"] = criteria
     if suggestions:
         out["suggestions"] = list(suggestions)
+    if links is not None:
+        out["links"] = list(links)
     return out
 
 
 DU = "data-unavailable"
+#: The eligibility card offers its link to the INO2 form only while a criterion is unknown
+#: and the latest completed form leaves it unanswered (answering it can settle it); a
+#: criterion not met, or unknown although the form answers it, is not settled by the form.
+FORM_LINK = ["Complete the INO2 form"]
+NO_FORM_LINK: list[str] = []
+LINK_ON_CARD = "on the INO2 form (link on this card)"
+FORM_ANSWERS_IT = "the INO2 form already answers it"
 SELECT_INO = ["MedicationRequest/draft-ino"]
 #: cycle 1 given 21, 14, 7 days ago: today is cycle 2 day 1 (liver tests and counts since).
 C1_DONE = [21, 14, 7]
@@ -285,7 +294,7 @@ def build() -> None:  # noqa: PLR0915 - one scenario per statement reads best
     scenario("ino2-eligibility-age-18-unmet",
              "An 18-year-old: the child criterion is unmet and the card points to the adult form INO1",
              Case(**quiet, birth="today-6580d"),
-             cards=[card("ino2-eligibility", "warning", ["INO1"], criteria={"child": "unmet"})])
+             cards=[card("ino2-eligibility", "warning", ["INO1"], criteria={"child": "unmet"}, links=NO_FORM_LINK)])
     scenario("ino2-eligibility-age-17-met",
              "A 17-year-old meets the child criterion: no eligibility card",
              Case(**quiet, birth="today-6560d"), absent=["ino2-eligibility"])
@@ -293,21 +302,22 @@ def build() -> None:  # noqa: PLR0915 - one scenario per statement reads best
              Case(**quiet, ecog=2), absent=["ino2-eligibility"])
     scenario("ino2-eligibility-ecog-3-unmet", "ECOG 3 does not meet performance status 0-2 even though attested",
              Case(**quiet, ecog=3),
-             cards=[card("ino2-eligibility", "warning", criteria={"performance-status": "unmet"})])
+             cards=[card("ino2-eligibility", "warning", criteria={"performance-status": "unmet"}, links=NO_FORM_LINK)])
     scenario("ino2-eligibility-lansky-70-met", "Lansky 70 counts as performance status 0-2: no eligibility card",
              Case(**quiet, ps_scale="Lansky", ecog=70), absent=["ino2-eligibility"])
     scenario("ino2-eligibility-lansky-60-unknown",
              "Lansky 60: scale mapping uncertain, so performance status is unknown and the card is info",
              Case(**quiet, ps_scale="Lansky", ecog=60),
-             cards=[card("ino2-eligibility", "info", ["mapping uncertain"], criteria={"performance-status": "unknown"})])
+             cards=[card("ino2-eligibility", "info", ["mapping uncertain", FORM_ANSWERS_IT],
+                         criteria={"performance-status": "unknown"}, links=NO_FORM_LINK)])
     scenario("ino2-eligibility-lansky-40-unmet", "Lansky 40 is below performance status 0-2 under every mapping",
              Case(**quiet, ps_scale="Lansky", ecog=40),
-             cards=[card("ino2-eligibility", "warning", criteria={"performance-status": "unmet"})])
+             cards=[card("ino2-eligibility", "warning", criteria={"performance-status": "unmet"}, links=NO_FORM_LINK)])
     scenario("ino2-eligibility-imatinib-only-unmet",
              "Ph-positive after imatinib alone: a failed second or third generation TKI is required",
              Case(**quiet, extra=[active("tki-ima", "imatinib", "MedicationStatement", "completed", "now-500d")]),
              cards=[card("ino2-eligibility", "warning", ["second or third generation"],
-                         criteria={"ph-status-tki": "unmet"})])
+                         criteria={"ph-status-tki": "unmet"}, links=NO_FORM_LINK)])
     scenario("ino2-eligibility-dasatinib-met", "A failed dasatinib (second generation TKI) meets the Ph criterion",
              Case(**quiet, extra=[active("tki-ima", "imatinib", "MedicationStatement", "completed", "now-700d"),
                                   active("tki-das", "dasatinib", "MedicationStatement", "completed", "now-300d")]),
@@ -315,21 +325,25 @@ def build() -> None:  # noqa: PLR0915 - one scenario per statement reads best
     scenario("ino2-eligibility-asciminib-only-unknown",
              "Asciminib as the only TKI beyond imatinib is a policy decision: unknown, info card",
              Case(**quiet, extra=[active("tki-asc", "asciminib", "MedicationStatement", "completed", "now-300d")]),
-             cards=[card("ino2-eligibility", "info", ["policy decision"], criteria={"ph-status-tki": "unknown"})])
+             cards=[card("ino2-eligibility", "info", ["policy decision", FORM_ANSWERS_IT],
+                         criteria={"ph-status-tki": "unknown"}, links=NO_FORM_LINK)])
     no_mdt = dict(all_true)
     del no_mdt["mdt-discussion"]
     scenario("ino2-eligibility-attestation-missing-unknown",
              "An INO2 form without the MDT item leaves that criterion unknown: info card",
-             Case(**quiet, form=no_mdt), cards=[card("ino2-eligibility", "info", criteria={"mdt-discussion": "unknown"})])
+             Case(**quiet, form=no_mdt), cards=[card("ino2-eligibility", "info", [LINK_ON_CARD], criteria={"mdt-discussion": "unknown"},
+                                                  links=FORM_LINK)])
     scenario("ino2-eligibility-attested-not-met-unmet",
              "A criterion recorded as not met on the INO2 form is unmet",
              Case(**quiet, form={**all_true, "principal-treatment-centre": False}),
-             cards=[card("ino2-eligibility", "warning", criteria={"principal-treatment-centre": "unmet"})])
+             cards=[card("ino2-eligibility", "warning", criteria={"principal-treatment-centre": "unmet"},
+                         links=NO_FORM_LINK)])
     scenario("ino2-eligibility-no-form-no-birth-date-unknown",
              "No INO2 form and no birth date: the criteria are unknown, never met",
              Case(**quiet, form=None, birth=None),
-             cards=[card("ino2-eligibility", "info", criteria={"child": "unknown", "mdt-discussion": "unknown",
-                                                                "spc-use": "unknown", "rr-cd22-bcp-all": "unknown"})])
+             cards=[card("ino2-eligibility", "info", [LINK_ON_CARD],
+                         criteria={"child": "unknown", "mdt-discussion": "unknown", "spc-use": "unknown",
+                                   "rr-cd22-bcp-all": "unknown"}, links=FORM_LINK)])
     scenario("ino2-eligibility-loratadine-selected-no-card",
              "Selecting only the loratadine order does not show the inotuzumab eligibility card",
              Case(**quiet, birth="today-7000d"), hook="order-select", selections=["MedicationRequest/draft-loratadine"],
@@ -337,7 +351,7 @@ def build() -> None:  # noqa: PLR0915 - one scenario per statement reads best
     scenario("ino2-eligibility-select-adult-unmet",
              "On order-select, selecting inotuzumab for an adult shows the eligibility warning",
              Case(**quiet, birth="today-7000d"), hook="order-select", selections=SELECT_INO,
-             cards=[card("ino2-eligibility", "warning", criteria={"child": "unmet"})])
+             cards=[card("ino2-eligibility", "warning", criteria={"child": "unmet"}, links=NO_FORM_LINK)])
 
     # ---------------------------------------------------------------- azole-antifungal
     flu = draft("draft-fluconazole", "fluconazole")

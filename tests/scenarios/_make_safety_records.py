@@ -157,12 +157,13 @@ def adult_without_premedication() -> tuple[dict[str, Any], Record]:
         "title": "Safety: a 19-year-old signed without premedication is offered the NZ flat doses",
         "description": "Issue 10 b, the other side: at or above the site's child age limit the NZ doses are offered.",
         "hook": "order-sign",
-        # ino2-eligibility: warning: aged 19 >= 18 -> child unmet (use INO1).
+        # ino2-eligibility: warning: aged 19 >= 18 -> child unmet (use INO1); every other
+        #   criterion is attested, so there is nothing the INO2 form could settle: no link to it.
         # premedication: info with the NZ flat-dose orders (loratadine 10 mg, paracetamol 1000 mg,
         #   dexamethasone 12 mg). bsa-dose: absent (170 cm, 62 kg -> 1.71 m2; 1.37 mg = 1.71 x 0.8).
         "expect": {
             "cards": [
-                {"rule": "ino2-eligibility", "indicator": "warning", "criteria": {"child": "unmet"}},
+                {"rule": "ino2-eligibility", "indicator": "warning", "criteria": {"child": "unmet"}, "links": []},
                 {"rule": "premedication", "indicator": "info",
                  "suggestions": ["loratadine 10 mg", "paracetamol 1000 mg", "dexamethasone 12 mg"]},
                 {"rule": "supportive-care", "indicator": "info"},
@@ -230,10 +231,12 @@ def birth_date_in_the_future() -> tuple[dict[str, Any], Record]:
         # ino2-eligibility: info (routine: criteria unknown, none unmet): child unknown ("date of
         #   birth ... is implausible (it is in the future)"); the attestation alone never makes it met. Everything else as for a child of
         #   unknown age: premedication drafted, dose 0.77 = 0.96 x 0.8, supportive-care cycle 1 day 1.
+        #   The form already answers 'child' (the record decides): no link to the form, and the
+        #   card says the form already answers it.
         "expect": {
             "cards": [
                 {"rule": "ino2-eligibility", "indicator": "info", "criteria": {"child": "unknown"},
-                 "contains": ["is implausible (it is in the future)"]},
+                 "contains": ["is implausible (it is in the future)", "the INO2 form already answers it"], "links": []},
                 {"rule": "supportive-care", "indicator": "info"},
             ],
             "absent": ["bsa-dose", "premedication", "liver-function-hold", "data-unavailable"],

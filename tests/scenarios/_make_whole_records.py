@@ -301,10 +301,11 @@ class Record:
             self.given("inotuzumab ozogamicin", on, round(mg_m2 * bsa, 2), "mg", "IV",
                        note=f"{mg_m2} mg/m2 x BSA {bsa} m2, infused over 1 hour")
 
-    def attestation(self, on: int, *, answers: dict[str, bool], response: str, mrd_negative: bool,
+    def attestation(self, on: int, *, answers: dict[str, bool | None], response: str, mrd_negative: bool,
                     hsct_planned: bool) -> None:
-        items: list[dict[str, Any]] = [
-            {"linkId": code, "answer": [{"valueBoolean": answers.get(code, True)}]} for code in CRITERIA
+        items: list[dict[str, Any]] = [  # an answer of None: the item is left unanswered
+            {"linkId": code, "answer": [{"valueBoolean": answers.get(code, True)}]} if answers.get(code, True) is not None
+            else {"linkId": code} for code in CRITERIA
         ]
         display = {"CR": "Complete remission", "CRi": "Complete remission with incomplete haematological recovery",
                    "not-in-CR": "Not in CR or CRi"}[response]
@@ -390,10 +391,11 @@ class Record:
 # ==================================================================== the patients
 
 
-def ph_negative_first_cycle() -> tuple[dict[str, Any], Record]:
+def ph_negative_first_cycle(unanswered: tuple[str, ...] = ()) -> tuple[dict[str, Any], Record]:
     """Girl, 8, Ph-negative BCP-ALL diagnosed ~3 years ago, bone-marrow relapse 3 months ago,
     refractory to two cycles of blinatumomab; today cycle 1 day 1 of inotuzumab is drafted
-    with full premedication. Labs normal, counts adequate, ECOG 1, INO2 attested."""
+    with full premedication. Labs normal, counts adequate, ECOG 1, INO2 attested (but for
+    the ``unanswered`` items)."""
     r = Record("wr-phneg-c1", seed=101)
     r.patient(gender="female", birth_day=-3050, given="Amara", family="Testpatient")
     diagnosis = -1130
@@ -426,7 +428,7 @@ def ph_negative_first_cycle() -> tuple[dict[str, Any], Record]:
     r.panel(-1, bilirubin=7.0, alt=28.0, ast=36.0, alp=240.0, anc=1.6, plt=88.0)
     bsa = r.measured(-1, 128.0, 26.0)  # 0.96 m2
     r.performance(-3, ecog=1)
-    r.attestation(-2, answers={}, response="not-in-CR", mrd_negative=False, hsct_planned=True)
+    r.attestation(-2, answers=dict.fromkeys(unanswered), response="not-in-CR", mrd_negative=False, hsct_planned=True)
     _signed_today(r, "draft-ino-c1d1", bsa, 0.8, "cycle 1 day 1")
     header = {
         "title": "Whole record: Ph-negative child refractory to blinatumomab, cycle 1 day 1 fully premedicated",
@@ -754,6 +756,20 @@ def ph_negative_first_cycle_sign() -> tuple[dict[str, Any], Record]:
     return header, r
 
 
+def ph_negative_first_cycle_form_gap_sign() -> tuple[dict[str, Any], Record]:
+    """The Ph-negative first-cycle record at order-sign, its INO2 form leaving the Trust
+    unlicensed-medicines item unanswered: a gap the card's link to the form can close."""
+    header, r = ph_negative_first_cycle(unanswered=("unlicensed-policy",))
+    header = {
+        "title": "Whole record: the INO2 form leaves one item unanswered, so the eligibility card links to the form",
+        "description": header["description"] + " The INO2 form leaves 'Trust unlicensed-medicines policy followed' "
+                       "unanswered. Signed (order-sign) with the three premedication drafts.",
+        "hook": "order-sign",
+        "expect": EXPECT["ph_negative_first_cycle_form_gap_sign"],
+    }
+    return header, r
+
+
 EXPECT: dict[str, dict[str, Any]] = {
     "ph_negative_first_cycle": {
         # ino2-eligibility: absent. Every criterion is met: age 8 (<18), B-ALL coded (SNOMED
@@ -855,7 +871,8 @@ EXPECT: dict[str, dict[str, Any]] = {
         # ino2-eligibility: fires, 3 unmet -> urgent -> warning: ph-status-tki unmet (only a
         #   first-generation TKI, imatinib), performance-status unmet (ECOG 3 > 2),
         #   monotherapy unmet (imatinib active); mdt-discussion unknown (not answered on the
-        #   form); child met (17 < 18).
+        #   form); child met (17 < 18). The form leaves the MDT item unanswered, so the card
+        #   links to the form (cds-link-condition), although the unmet criteria stand.
         # monotherapy: fires (warning): imatinib (BCR-ABL TKI) active with inotuzumab.
         # bsa-dose: fires (stat -> critical): 1.8 mg / 1.79 m2 = 1.01 mg/m2, 26 % above 0.8,
         #   beyond the 15 % gross-error band: 1.26 x the calculated 1.43 mg, replacement offered.
@@ -867,7 +884,8 @@ EXPECT: dict[str, dict[str, Any]] = {
         "cards": [
             {"rule": "ino2-eligibility", "indicator": "warning",
              "criteria": {"ph-status-tki": "unmet", "performance-status": "unmet", "monotherapy": "unmet",
-                          "mdt-discussion": "unknown"}},
+                          "mdt-discussion": "unknown"},
+             "links": ["Complete the INO2 form"]},
             {"rule": "monotherapy", "indicator": "warning", "contains": ["imatinib"]},
             {"rule": "bsa-dose", "indicator": "critical", "contains": ["1.8 mg ordered = 1.26 × the calculated 1.43 mg"],
              "suggestions": ["Replace the drafted inotuzumab dose"]},
@@ -894,6 +912,19 @@ EXPECT: dict[str, dict[str, Any]] = {
         "cards": [],
         "only": True,
     },
+    "ph_negative_first_cycle_form_gap_sign": {
+        # As ph_negative_first_cycle_sign, plus ino2-eligibility: fires (0 unmet -> routine ->
+        #   info) with unlicensed-policy unknown ("Not answered on the INO2 form"), every other
+        #   criterion met as in ph_negative_first_cycle. The form leaves that item unanswered,
+        #   so answering it can settle it: the card offers "Complete the INO2 form" and its
+        #   "What to do" points to the form (the link's cds-link-condition).
+        "cards": [{"rule": "hepatotoxicity-vod", "indicator": "warning"},
+                  {"rule": "ino2-eligibility", "indicator": "info", "criteria": {"unlicensed-policy": "unknown"},
+                   "contains": ["Not answered on the INO2 form", "on the INO2 form (link on this card)"],
+                   "links": ["Complete the INO2 form"]},
+                  {"rule": "supportive-care", "indicator": "info"}],
+        "only": True,
+    },
     "ph_negative_first_cycle_sign": {
         # As ph_negative_first_cycle, signed: hepatotoxicity-vod (HSCT planned is a risk
         # factor: warning) and supportive-care (info); the dose is BSA x 0.8 mg/m2 and the
@@ -914,6 +945,7 @@ PATIENTS = {
     "whole-record-burden-clean-cycle-1-day-1-sign.json": functools.partial(clean_sign, 1),
     "whole-record-burden-clean-cycle-1-day-8-sign.json": functools.partial(clean_sign, 8),
     "whole-record-burden-ph-negative-cycle-1-day-1-sign.json": ph_negative_first_cycle_sign,
+    "whole-record-ph-negative-form-item-unanswered-sign.json": ph_negative_first_cycle_form_gap_sign,
 }
 
 
