@@ -83,9 +83,13 @@ def _tables(console: Console, invocations: list[dict[str, Any]], feedback: list[
     table.add_column("cards (rule codes)", ratio=1)
     for i in invocations:
         notes = len(i["notes"])
+        status = f"{i['status']} {i['latency_ms']:.0f}ms"
+        if i.get("kind") == "app":  # the INO2 form app: its operation, and what it did instead of cards
+            table.add_row(_short_time(i["time"]), f"{i['service']} {i['hook']}", i["patient"] or "", status,
+                          "; ".join(i["notes"]) or "-")
+            continue
         cards = ", ".join(i["rule_codes"]) or "-"
-        table.add_row(_short_time(i["time"]), i["service"], i["patient"] or "",
-                      f"{i['status']} {i['latency_ms']:.0f}ms",
+        table.add_row(_short_time(i["time"]), i["service"], i["patient"] or "", status,
                       cards + (f"; {notes} note{'s' * (notes != 1)}" if notes else ""))
     console.print(table)
     table = _table(f"Recent feedback ({len(feedback)})")
