@@ -198,12 +198,32 @@ def test_sessions_expire_and_are_pruned_on_every_replica(database_url: str) -> N
         assert b.get(old.id) is not None and len(b) == 1
         now[0] += 61
         assert b.get(old.id) is None and b.claim(old.id) is None and len(a) == 0
-        old.access_token = "late"
-        assert not b.save(old)  # an expired session is not brought back
+        assert not b.update(old, access_token="late")  # an expired session is not brought back
         fresh = b.new()  # every launch deletes what has expired
         with a_store.engine.connect() as conn:
             count = conn.execute(text("SELECT count(*) FROM form_session")).scalar_one()
         assert count == 1 and a.get(fresh.id) is not None
+    finally:
+        a_store.close()
+        b_store.close()
+
+
+def test_two_steps_of_one_session_on_two_replicas_keep_both_writes(database_url: str) -> None:
+    """A form save on one replica and a form reload on the other, each from its own read:
+    the later write is re-applied to the earlier one's result instead of undoing it."""
+    _clear(database_url)
+    a_store, b_store = AuditStore(database_url), AuditStore(database_url)
+    try:
+        a = Sessions(FormSessionStore(a_store, cap=MAX_SESSIONS), 600, key=KEY)
+        b = Sessions(FormSessionStore(b_store, cap=MAX_SESSIONS), 600, key=KEY)
+        sid = a.new(iss="https://ehr.example.org/fhir").id
+        on_a, on_b = a.get(sid), b.get(sid)
+        assert on_a is not None and on_b is not None
+        assert a.update(on_a, saved={"resourceType": "QuestionnaireResponse", "id": "qr-1"})
+        assert b.update(on_b, patient_resource={"resourceType": "Patient", "id": "p"})  # from the stale read
+        final = a.get(sid)
+        assert final is not None and final.saved == {"resourceType": "QuestionnaireResponse", "id": "qr-1"}
+        assert final.patient_resource == {"resourceType": "Patient", "id": "p"} and final.version == 2
     finally:
         a_store.close()
         b_store.close()
@@ -265,7 +285,7 @@ def test_the_session_table_is_created_by_the_store(tmp_path: Any) -> None:
     try:
         with store.engine.connect() as conn:
             columns = [r[1] for r in conn.execute(text("PRAGMA table_info(form_session)"))]
-        assert columns == ["key", "expires_at", "pending", "data"]
+        assert columns == ["key", "expires_at", "pending", "data", "version"]
     finally:
         store.close()
 

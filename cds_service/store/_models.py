@@ -107,6 +107,8 @@ class FormSession(Base):
     ``data`` is the rest of the session as JSON (issuer, patient, user, access token,
     pre-filled answers, the saved response), encrypted when ``smart_session_key`` is set.
     ``expires_at`` is seconds since the epoch; expired rows are deleted at each launch.
+    ``version`` counts the writes of ``data``: a write names the version it read, so two
+    steps of one session on two replicas cannot silently undo each other's write.
     """
 
     __tablename__ = "form_session"
@@ -115,3 +117,4 @@ class FormSession(Base):
     expires_at: Mapped[float] = mapped_column(Float, index=True)
     pending: Mapped[str | None] = mapped_column(String(64))
     data: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=0)

@@ -26,7 +26,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -69,6 +69,7 @@ class Session:
     fills: Any = None
     patient_resource: dict[str, Any] | None = None
     saved: dict[str, Any] | None = None
+    version: int = 0  # of the row this was read from (``Sessions.update``)
 
     @property
     def authorized(self) -> bool:
@@ -123,7 +124,7 @@ class Sessions:
         if not sid:
             return None
         row = self.store.load(session_key(sid), self.clock())
-        return self._open(sid, row[0], row[1]) if row else None
+        return self._open(sid, row[0], row[1], row[2]) if row else None
 
     def claim(self, sid: str | None) -> tuple[Session, str] | None:
         """The session and the SHA-256 of its OAuth state, to exactly one caller: the state
@@ -134,12 +135,27 @@ class Sessions:
         row = self.store.claim(session_key(sid), now)
         if row is None:
             return None
-        session = self._open(sid, row[1], row[2])
+        session = self._open(sid, row[1], row[2], row[3])
         return (session, row[0]) if session else None
 
-    def save(self, session: Session) -> bool:
-        """Write the session back (False if it expired meanwhile)."""
-        return self.store.save(session_key(session.id), self._seal(session), session.expires_at, self.clock())
+    def update(self, session: Session, **changes: Any) -> bool:
+        """Set ``changes`` on ``session`` and write it back. If another step of the same
+        session wrote it meanwhile (another replica, another tab), ``session`` is refreshed
+        from the database and ``changes`` applied again, so neither write is lost. False if
+        the session expired or is gone."""
+        for _ in range(5):
+            for name, value in changes.items():
+                setattr(session, name, value)
+            if self.store.save(session_key(session.id), self._seal(session), session.expires_at, session.version,
+                               self.clock()):
+                session.version += 1
+                return True
+            fresh = self.get(session.id)
+            if fresh is None:
+                return False
+            for f in fields(Session):
+                setattr(session, f.name, getattr(fresh, f.name))
+        raise LaunchError("This form session is being changed elsewhere; open the form again from the EHR.")
 
     def drop(self, sid: str) -> None:
         self.store.drop(session_key(sid))
@@ -153,7 +169,7 @@ class Sessions:
         raw = orjson.dumps(data)
         return _SEALED + self._fernet.encrypt(raw).decode("ascii") if self._fernet else raw.decode("utf-8")
 
-    def _open(self, sid: str, stored: str, expires_at: float) -> Session | None:
+    def _open(self, sid: str, stored: str, expires_at: float, version: int) -> Session | None:
         try:
             if stored.startswith(_SEALED):
                 if self._fernet is None:
@@ -163,7 +179,8 @@ class Sessions:
                 raw = stored
             data = orjson.loads(raw)
             fills = _fills_of(data.pop("fills", None))
-            return Session(sid, expires_at, fills=fills, **{k: v for k, v in data.items() if k in _DATA})
+            return Session(sid, expires_at, fills=fills, version=version,
+                           **{k: v for k, v in data.items() if k in _DATA})
         except (InvalidToken, ValueError, TypeError, KeyError):
             log.error("a form session could not be read: is smart_session_key the same on every replica?")
             return None

@@ -98,9 +98,15 @@ async def _session(request: Request) -> Session | None:
     return await run_in_threadpool(request.app.state.ino2.sessions.get, request.cookies.get(COOKIE))
 
 
-async def _keep(request: Request, session: Session) -> None:
-    """Write the session back for the next step (whichever replica serves it)."""
-    await run_in_threadpool(request.app.state.ino2.sessions.save, session)
+async def _keep(request: Request, session: Session, **changes: Any) -> bool:
+    """Make ``changes`` to the session and write it for the next step, whichever replica
+    serves it (``Sessions.update``: a concurrent write of the same session is kept too).
+    False if the session expired meanwhile."""
+    try:
+        return bool(await run_in_threadpool(functools.partial(request.app.state.ino2.sessions.update, session,
+                                                              **changes)))
+    except LaunchError:  # changed elsewhere again and again: start over rather than guess
+        return False
 
 
 def _store_guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -161,7 +167,7 @@ async def callback(request: Request) -> Response:
         return _problem("Session expired", "This form session has expired or was already used: open the form "
                         "again from the EHR.")
     session, expected = claimed
-    verifier, session.verifier = session.verifier, None
+    verifier = session.verifier
     if not same(session_key(q.get("state") or ""), expected):
         log.warning("SMART callback with a state that does not match the session")
         return _problem("The INO2 form could not be opened", "The sign-in answer did not match this session "
@@ -188,14 +194,16 @@ async def callback(request: Request) -> Response:
     if not isinstance(patient, str) or not patient:
         return _problem("No patient", "The EHR did not say which patient the form is for (no 'patient' in the "
                         "token response). Open the form from the patient's record.")
-    session.access_token, session.patient = token["access_token"], patient
-    session.user = fhir_user_of(token.get("id_token"), app.settings.smart_client_id, time.time())
+    changes: dict[str, Any] = {
+        "verifier": None, "access_token": token["access_token"], "patient": patient,
+        "user": fhir_user_of(token.get("id_token"), app.settings.smart_client_id, time.time())}
     if isinstance(token.get("appContext"), str):
-        session.app_context = token["appContext"][:500]
+        changes["app_context"] = token["appContext"][:500]
     expires = token.get("expires_in")
     if isinstance(expires, (int, float)) and expires > 0:
-        session.expires_at = min(session.expires_at, time.time() + float(expires))
-    await _keep(request, session)
+        changes["expires_at"] = min(session.expires_at, time.time() + float(expires))
+    if not await _keep(request, session, **changes):
+        return _problem("Session expired", "This form session has expired: open the form again from the EHR.")
     return RedirectResponse(BASE + "/form", status_code=303, headers=HEADERS)
 
 
@@ -209,8 +217,8 @@ async def _prefill(request: Request, session: Session) -> Response | None:
     if record.patient is None:
         return _problem("No patient", "The EHR's FHIR server has no record of this patient.", 404)
     result = populate(state.engine, record, datetime.now(UTC), drafts_known=False)
-    session.fills, session.patient_resource = result.fills, record.patient
-    await _keep(request, session)
+    if not await _keep(request, session, fills=result.fills, patient_resource=record.patient):
+        return _problem("Session expired", "Open the INO2 form again from the EHR.", 401)
     return None
 
 
@@ -308,13 +316,14 @@ async def _save(request: Request, session: Session) -> tuple[Response, int, str]
     else:
         location = resp.headers.get("location", "")
         response["id"] = location.split("/QuestionnaireResponse/", 1)[-1].split("/", 1)[0] if location else ""
-    session.saved = response
     log.info("INO2 form saved")
     page: Response = RedirectResponse(BASE + "/print", status_code=303, headers=HEADERS)
     try:
-        await _keep(request, session)
-    except SQLAlchemyError as exc:  # written to the EHR: show it now, the session cannot hold it for /print
+        kept = await _keep(request, session, saved=response)
+    except SQLAlchemyError as exc:
         log.error("INO2 form saved, but its session could not be kept (%s)", type(exc).__name__)
+        kept = False
+    if not kept:  # written to the EHR: show it now, the session cannot hold it for /print
         page = html(pages.print_page(q, response, patient=session.patient_resource, form_url=BASE + "/form"))
     return (page, status,
             f"wrote QuestionnaireResponse/{response.get('id') or '(no id returned)'} ({response.get('status')})")
