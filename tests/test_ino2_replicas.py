@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -105,8 +106,6 @@ def _clear(database_url: str) -> None:
 
 def _audit_rows(store: AuditStore, hook: str, count: int = 1) -> list[dict[str, Any]]:
     """The audit rows of ``hook``, waiting (briefly) for the background write to commit."""
-    import time
-
     deadline = time.monotonic() + 10
     while True:
         rows = [r for r in store.recent(100)[0] if r["hook"] == hook]
@@ -163,87 +162,76 @@ def test_a_replayed_callback_is_refused_by_the_other_replica(pair: Replicas) -> 
     assert len(pair.ehr.server.config.app.state.ehr.tokens) == 1  # the code was exchanged once
 
 
-def test_racing_callbacks_on_many_replicas_use_the_state_once(database_url: str) -> None:
-    """Eight stores (as eight replicas hold) claim the same session's state at once."""
+@pytest.fixture
+def stores(database_url: str) -> Iterator[list[AuditStore]]:
+    """Eight stores on one database, as eight replicas hold them, and no sessions yet."""
     _clear(database_url)
-    stores = [AuditStore(database_url) for _ in range(8)]
-    try:
-        sessions = [Sessions(FormSessionStore(s, cap=MAX_SESSIONS), 600, key=KEY) for s in stores]
-        opened = sessions[0].new(iss="https://ehr.example.org/fhir", verifier="the-verifier")
-        barrier = threading.Barrier(8)
-
-        def claim(s: Sessions) -> Any:
-            barrier.wait()
-            return s.claim(opened.id)
-
-        with ThreadPoolExecutor(8) as pool:
-            won = [c for c in pool.map(claim, sessions) if c is not None]
-        assert len(won) == 1
-        session, expected = won[0]
-        assert session.verifier == "the-verifier" and expected == session_key(str(opened.state))
-        assert all(s.claim(opened.id) is None for s in sessions)
-    finally:
-        for s in stores:
-            s.close()
+    opened = [AuditStore(database_url) for _ in range(8)]
+    yield opened
+    for store in opened:
+        store.close()
 
 
-def test_sessions_expire_and_are_pruned_on_every_replica(database_url: str) -> None:
-    _clear(database_url)
+def _sessions(store: AuditStore, ttl: int = 60, *, cap: int = MAX_SESSIONS, now: list[float] | None = None) -> Sessions:
+    """The app's sessions over ``store`` (on the clock ``now[0]`` when given)."""
+    clock = (lambda: now[0]) if now else time.time
+    return Sessions(FormSessionStore(store, cap=cap), ttl, key=KEY, clock=clock)
+
+
+def test_racing_callbacks_on_many_replicas_use_the_state_once(stores: list[AuditStore]) -> None:
+    """Eight replicas claim the same session's state at once."""
+    sessions = [_sessions(s, 600) for s in stores]
+    opened = sessions[0].new(iss="https://ehr.example.org/fhir", verifier="the-verifier")
+    barrier = threading.Barrier(len(sessions))
+
+    def claim(s: Sessions) -> Any:
+        barrier.wait()
+        return s.claim(opened.id)
+
+    with ThreadPoolExecutor(len(sessions)) as pool:
+        won = [c for c in pool.map(claim, sessions) if c is not None]
+    assert len(won) == 1
+    session, expected = won[0]
+    assert session.verifier == "the-verifier" and expected == session_key(str(opened.state))
+    assert all(s.claim(opened.id) is None for s in sessions)
+
+
+def test_sessions_expire_and_are_pruned_on_every_replica(stores: list[AuditStore]) -> None:
     now = [1_000_000.0]
-    a_store, b_store = AuditStore(database_url), AuditStore(database_url)
-    try:
-        a = Sessions(FormSessionStore(a_store, cap=MAX_SESSIONS), 60, key=KEY, clock=lambda: now[0])
-        b = Sessions(FormSessionStore(b_store, cap=MAX_SESSIONS), 60, key=KEY, clock=lambda: now[0])
-        old = a.new(iss="https://ehr.example.org/fhir")
-        assert b.get(old.id) is not None and len(b) == 1
-        now[0] += 61
-        assert b.get(old.id) is None and b.claim(old.id) is None and len(a) == 0
-        assert not b.update(old, access_token="late")  # an expired session is not brought back
-        fresh = b.new()  # every launch deletes what has expired
-        with a_store.engine.connect() as conn:
-            count = conn.execute(text("SELECT count(*) FROM form_session")).scalar_one()
-        assert count == 1 and a.get(fresh.id) is not None
-    finally:
-        a_store.close()
-        b_store.close()
+    a, b = _sessions(stores[0], now=now), _sessions(stores[1], now=now)
+    old = a.new(iss="https://ehr.example.org/fhir")
+    assert b.get(old.id) is not None and len(b) == 1
+    now[0] += 61
+    assert b.get(old.id) is None and b.claim(old.id) is None and len(a) == 0
+    assert not b.update(old, access_token="late")  # an expired session is not brought back
+    fresh = b.new()  # every launch deletes what has expired
+    with stores[0].engine.connect() as conn:
+        count = conn.execute(text("SELECT count(*) FROM form_session")).scalar_one()
+    assert count == 1 and a.get(fresh.id) is not None
 
 
-def test_two_steps_of_one_session_on_two_replicas_keep_both_writes(database_url: str) -> None:
+def test_two_steps_of_one_session_on_two_replicas_keep_both_writes(stores: list[AuditStore]) -> None:
     """A form save on one replica and a form reload on the other, each from its own read:
     the later write is re-applied to the earlier one's result instead of undoing it."""
-    _clear(database_url)
-    a_store, b_store = AuditStore(database_url), AuditStore(database_url)
-    try:
-        a = Sessions(FormSessionStore(a_store, cap=MAX_SESSIONS), 600, key=KEY)
-        b = Sessions(FormSessionStore(b_store, cap=MAX_SESSIONS), 600, key=KEY)
-        sid = a.new(iss="https://ehr.example.org/fhir").id
-        on_a, on_b = a.get(sid), b.get(sid)
-        assert on_a is not None and on_b is not None
-        assert a.update(on_a, saved={"resourceType": "QuestionnaireResponse", "id": "qr-1"})
-        assert b.update(on_b, patient_resource={"resourceType": "Patient", "id": "p"})  # from the stale read
-        final = a.get(sid)
-        assert final is not None and final.saved == {"resourceType": "QuestionnaireResponse", "id": "qr-1"}
-        assert final.patient_resource == {"resourceType": "Patient", "id": "p"} and final.version == 2
-    finally:
-        a_store.close()
-        b_store.close()
+    a, b = _sessions(stores[0], 600), _sessions(stores[1], 600)
+    sid = a.new(iss="https://ehr.example.org/fhir").id
+    on_a, on_b = a.get(sid), b.get(sid)
+    assert on_a is not None and on_b is not None
+    assert a.update(on_a, saved={"resourceType": "QuestionnaireResponse", "id": "qr-1"})
+    assert b.update(on_b, patient_resource={"resourceType": "Patient", "id": "p"})  # from the stale read
+    final = a.get(sid)
+    assert final is not None and final.saved == {"resourceType": "QuestionnaireResponse", "id": "qr-1"}
+    assert final.patient_resource == {"resourceType": "Patient", "id": "p"} and final.version == 2
 
 
-def test_the_cap_on_open_sessions_counts_every_replica(database_url: str) -> None:
-    _clear(database_url)
+def test_the_cap_on_open_sessions_counts_every_replica(stores: list[AuditStore]) -> None:
     now = [2_000_000.0]
-    a_store, b_store = AuditStore(database_url), AuditStore(database_url)
-    try:
-        a = Sessions(FormSessionStore(a_store, cap=3), 60, clock=lambda: now[0])
-        b = Sessions(FormSessionStore(b_store, cap=3), 60, clock=lambda: now[0])
-        a.new(), b.new(), a.new()
-        with pytest.raises(LaunchError, match="Too many open form sessions"):
-            b.new()
-        now[0] += 61  # they expire: room again
-        assert b.new() is not None
-    finally:
-        a_store.close()
-        b_store.close()
+    a, b = _sessions(stores[0], cap=3, now=now), _sessions(stores[1], cap=3, now=now)
+    a.new(), b.new(), a.new()
+    with pytest.raises(LaunchError, match="Too many open form sessions"):
+        b.new()
+    now[0] += 61  # they expire: room again
+    assert b.new() is not None
 
 
 def test_a_session_sealed_with_another_key_reads_as_no_session(caplog: pytest.LogCaptureFixture) -> None:
@@ -289,3 +277,16 @@ def test_the_session_table_is_created_by_the_store(tmp_path: Any) -> None:
     finally:
         store.close()
 
+
+
+def test_the_session_key_is_checked_and_never_shown(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    from cds_service.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="smart_session_key must be at least 32 characters"):
+        Settings(database_url="sqlite://", smart_session_key="short")
+    assert KEY not in repr(Settings(database_url="sqlite://", smart_session_key=KEY))
+    settings = replay_settings().replace(database_url=database_url)
+    app = create_app(settings, engine=make_engine(settings))
+    app.state.cds.store.close()
+    warned = "smart_session_key is not set" in caplog.text
+    assert warned == database_url.startswith("postgresql")  # a shared database holds the tokens in the clear

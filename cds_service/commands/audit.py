@@ -80,7 +80,7 @@ def _tables(console: Console, invocations: list[dict[str, Any]], feedback: list[
     table.add_column("service", no_wrap=True)
     table.add_column("patient", overflow="fold")
     table.add_column("status", no_wrap=True, justify="right")
-    table.add_column("cards (rule codes)", ratio=1)
+    table.add_column("cards (rule codes) or what the app did", ratio=1)
     for i in invocations:
         notes = len(i["notes"])
         status = f"{i['status']} {i['latency_ms']:.0f}ms"
