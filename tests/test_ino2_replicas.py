@@ -234,7 +234,7 @@ def test_the_cap_on_open_sessions_counts_every_replica(stores: list[AuditStore])
     assert b.new() is not None
 
 
-def test_a_session_sealed_with_another_key_reads_as_no_session(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_session_sealed_with_another_key_unsealed_or_moved_reads_as_no_session(caplog: pytest.LogCaptureFixture) -> None:
     store = AuditStore("sqlite://")
     sealed = Sessions(FormSessionStore(store, cap=MAX_SESSIONS), 60, key=KEY).new(access_token="secret-token")
     with store.engine.connect() as conn:
@@ -244,8 +244,16 @@ def test_a_session_sealed_with_another_key_reads_as_no_session(caplog: pytest.Lo
                   Sessions(FormSessionStore(store, cap=MAX_SESSIONS), 60)):
         assert other.get(sealed.id) is None
     assert "is smart_session_key the same on every replica?" in caplog.text
+    keyed = Sessions(FormSessionStore(store, cap=MAX_SESSIONS), 60, key=KEY)
+    assert keyed.get(sealed.id).access_token == "secret-token"
     plain = Sessions(FormSessionStore(store, cap=MAX_SESSIONS), 60).new(access_token="plain-token")
     assert Sessions(FormSessionStore(store, cap=MAX_SESSIONS), 60).get(plain.id).access_token == "plain-token"
+    assert keyed.get(plain.id) is None  # with a key, a row written without it is not let in
+    other = keyed.new(access_token="attacker-token")
+    with store.engine.begin() as conn:  # the victim's sealed data copied into the attacker's row
+        conn.execute(text("UPDATE form_session SET data = (SELECT data FROM form_session WHERE key = :v) "
+                          "WHERE key = :a"), {"v": session_key(sealed.id), "a": session_key(other.id)})
+    assert keyed.get(other.id) is None and keyed.get(sealed.id).access_token == "secret-token"
 
 
 def test_a_database_that_cannot_answer_is_one_error_page(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:

@@ -88,11 +88,6 @@ class FormSessionStore:
                                                      _TABLE.c.version == version)
                                 .values(data=data, expires_at=expires_at, version=version + 1)).rowcount == 1
 
-    def drop(self, key: str) -> None:
-        self.store._ensure_tables()
-        with self.store.engine.begin() as conn:
-            conn.execute(delete(_TABLE).where(_TABLE.c.key == key))
-
     def count(self, now: float | None = None) -> int:
         """Unexpired sessions (all replicas)."""
         self.store._ensure_tables()

@@ -102,19 +102,20 @@ class Sessions:
     the same ones (``store.FormSessionStore``). Ids are 256-bit random; the database holds
     their SHA-256, never the cookie value. With ``key`` (setting ``smart_session_key``) the
     session data, access token and record extract included, is encrypted (Fernet:
-    AES-128-CBC + HMAC-SHA256) before it leaves the process; a row sealed with another key
-    reads as no session. Every method may raise ``SQLAlchemyError`` (database down)."""
+    AES-128-CBC + HMAC-SHA256) before it leaves the process, and sealed with the row's own
+    key inside, so a row sealed with another key, an unsealed row, or sealed data copied to
+    another row reads as no session. Every method may raise ``SQLAlchemyError`` (database down)."""
 
     def __init__(self, store: FormSessionStore, ttl_seconds: int, key: str = "",
                  clock: Callable[[], float] = time.time) -> None:
         self.store, self.ttl, self.clock = store, ttl_seconds, clock
         self._fernet = Fernet(base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest())) if key else None
 
-    def new(self, **fields: Any) -> Session:
-        """A new session holding ``fields`` (with a fresh OAuth ``state``); LaunchError when
+    def new(self, **values: Any) -> Session:
+        """A new session holding ``values`` (with a fresh OAuth ``state``); LaunchError when
         ``MAX_SESSIONS`` are open."""
         session = Session(secrets.token_urlsafe(32), self.clock() + self.ttl, state=secrets.token_urlsafe(32),
-                          **fields)
+                          **values)
         if not self.store.open(session_key(session.id), self._seal(session), session_key(str(session.state)),
                                session.expires_at, self.clock()):
             raise LaunchError("Too many open form sessions; try again in a few minutes.")
@@ -157,27 +158,27 @@ class Sessions:
                 setattr(session, f.name, getattr(fresh, f.name))
         raise LaunchError("This form session is being changed elsewhere; open the form again from the EHR.")
 
-    def drop(self, sid: str) -> None:
-        self.store.drop(session_key(sid))
-
     def __len__(self) -> int:
         return self.store.count(self.clock())
 
     def _seal(self, session: Session) -> str:
         data = {name: getattr(session, name) for name in _DATA}
         data["fills"] = _fills_json(session.fills)
-        raw = orjson.dumps(data)
-        return _SEALED + self._fernet.encrypt(raw).decode("ascii") if self._fernet else raw.decode("utf-8")
+        if self._fernet is None:
+            return orjson.dumps(data).decode("utf-8")
+        data["row"] = session_key(session.id)  # sealed data is this row's only
+        return _SEALED + self._fernet.encrypt(orjson.dumps(data)).decode("ascii")
 
     def _open(self, sid: str, stored: str, expires_at: float, version: int) -> Session | None:
         try:
-            if stored.startswith(_SEALED):
-                if self._fernet is None:
+            if self._fernet is None:
+                data = orjson.loads(stored)
+            else:  # with a key only sealed rows count: nothing written around the key is let in
+                if not stored.startswith(_SEALED):
                     raise InvalidToken
-                raw: bytes | str = self._fernet.decrypt(stored.removeprefix(_SEALED).encode("ascii"))
-            else:
-                raw = stored
-            data = orjson.loads(raw)
+                data = orjson.loads(self._fernet.decrypt(stored.removeprefix(_SEALED).encode("ascii")))
+                if data.pop("row", None) != session_key(sid):
+                    raise InvalidToken
             fills = _fills_of(data.pop("fills", None))
             return Session(sid, expires_at, fills=fills, version=version,
                            **{k: v for k, v in data.items() if k in _DATA})
