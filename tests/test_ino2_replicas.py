@@ -298,3 +298,39 @@ def test_the_session_key_is_checked_and_never_shown(database_url: str, caplog: p
     app.state.cds.store.close()
     warned = "smart_session_key is not set" in caplog.text
     assert warned == database_url.startswith("postgresql")  # a shared database holds the tokens in the clear
+
+
+def test_two_serve_processes_share_the_form_sessions(database_url: str, tmp_path: Any) -> None:
+    """The same flow across two `cds-service serve` processes (not two apps in one process):
+    the launch on one, the callback, the form and the save on the other."""
+    from _replay_support import free_port
+    from test_replicas_jti import _serve, _wait_ready
+
+    _clear(database_url)
+    ports = [free_port(), free_port()]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    config = tmp_path / "sact.toml"
+    config.write_text(f'[service]\ndatabase_url = "{database_url}"\npublic_base_url = "{urls[0]}"\n'
+                      f'log_level = "WARNING"\nfhir_server_allowlist = ["http://127.0.0.1"]\n'
+                      f'smart_session_key = "{KEY}"\n')
+    resolved = without_form(load_scenario(SCENARIO).resolved(datetime.now(UTC)))
+    procs = [(_serve(config, port, tmp_path / f"serve-{n}.log"), tmp_path / f"serve-{n}.log")
+             for n, port in enumerate(ports)]
+    try:
+        for url, (proc, log) in zip(urls, procs, strict=True):
+            _wait_ready(url, proc, log)
+        with fhir_server.serve(resolved) as ehr, httpx.Client(timeout=30) as client:
+            two = Replicas(urls, [], ehr, resolved)
+            callback_url = two.to_callback(client, {"url": urls[0] + "/apps/ino2/launch", "appContext": "{}"})
+            assert client.get(two.on(1, callback_url)).status_code == 303
+            form = client.get(urls[1] + "/apps/ino2/form")
+            assert form.status_code == 200 and "ECOG performance status" in form.text
+            fields = form_fields(form.text) | {"sign": "yes"}
+            assert client.post(urls[1] + "/apps/ino2/form", content=urlencode(fields), headers=FORM).status_code == 303
+            assert client.get(two.on(0, callback_url)).status_code == 400  # and the state is used up for A too
+            assert [w["status"] for w in ehr.server.config.app.state.ehr.written] == ["completed"]
+    finally:
+        for proc, _ in procs:
+            proc.terminate()
+        for proc, _ in procs:
+            proc.wait(10)
