@@ -24,9 +24,10 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
-from _replay_support import loopback_socket, uvicorn_thread
+from _replay_support import free_port, loopback_socket, uvicorn_thread
 from sqlalchemy import create_engine, text
 from test_ino2_app import SCENARIO, Rig, eligibility, form_fields, without_form
+from test_replicas_jti import _serve, _wait_ready
 
 from cds_service.api import create_app
 from cds_service.apps.ino2.smart import MAX_SESSIONS, LaunchError, Sessions
@@ -303,9 +304,6 @@ def test_the_session_key_is_checked_and_never_shown(database_url: str, caplog: p
 def test_two_serve_processes_share_the_form_sessions(database_url: str, tmp_path: Any) -> None:
     """The same flow across two `cds-service serve` processes (not two apps in one process):
     the launch on one, the callback, the form and the save on the other."""
-    from _replay_support import free_port
-    from test_replicas_jti import _serve, _wait_ready
-
     _clear(database_url)
     ports = [free_port(), free_port()]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
