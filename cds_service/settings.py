@@ -132,8 +132,11 @@ SETTINGS: tuple[Setting, ...] = (
             "with at the EHR."),
     Setting("smart_issuers", (), "FHIR base URLs (`iss`) the INO2 form app accepts SMART launches from "
             "(comma-separated). Empty = loopback only (development).", kind=tuple),
-    Setting("smart_session_seconds", 1800, "Life of an INO2 form app session (kept in process memory: one "
-            "replica, or sticky sessions).", kind=int),
+    Setting("smart_session_seconds", 1800, "Life of an INO2 form app session (kept in the database, table "
+            "`form_session`, shared by every replica).", kind=int),
+    Setting("smart_session_key", "", "Secret (32+ characters, the same on every replica) that encrypts INO2 "
+            "form sessions (access token, record extract) in the database. Empty = stored unencrypted, "
+            "protected only by the database's own access control.", secret=True),
 )
 # fmt: on
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -218,6 +221,7 @@ class Settings:
     smart_client_id: str = "sact-cds-ino2"
     smart_issuers: tuple[str, ...] = ()
     smart_session_seconds: int = 1800
+    smart_session_key: str = ""
     jwt_max_bytes: int = 8192
     policy: SitePolicy = field(default_factory=SitePolicy)
     config_file: Path | None = None
@@ -229,7 +233,7 @@ class Settings:
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{f.name}={mask_url(v) if f.name == 'database_url' else v!r}"
+            f"{f.name}={mask_url(v) if f.name == 'database_url' else '***' if f.name == 'smart_session_key' and v else v!r}"
             for f in fields(self)
             for v in [getattr(self, f.name)]
         )
@@ -284,6 +288,9 @@ def _check(s: Settings) -> None:
             raise SettingsError(
                 f"fhir_server_allowlist entry {entry!r} is not an absolute http(s) URL", field="fhir_server_allowlist"
             )
+    if s.smart_session_key and len(s.smart_session_key) < 32:
+        raise SettingsError("smart_session_key must be at least 32 characters (e.g. `openssl rand -base64 32`)",
+                            field="smart_session_key")
     if s.public_base_url and not re.match(r"^https?://[^/]+", s.public_base_url):
         raise SettingsError("public_base_url must be an absolute http(s) URL", field="public_base_url")
     for name, why in s.policy.problems():  # HAZ-026: a typed value can still be unsafe

@@ -26,7 +26,7 @@ from _replay_support import uvicorn_thread
 from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 
 from cds_service.api import create_app
-from cds_service.apps.ino2.smart import LaunchError, Sessions, check_issuer, scopes_for
+from cds_service.apps.ino2.smart import MAX_SESSIONS, LaunchError, Sessions, check_issuer, scopes_for
 from cds_service.knowledge._schema import r4_schema, schema_path
 from cds_service.knowledge.terms import CARD_EXT_CRITERIA, KNOWLEDGE_VERSION
 from cds_service.record import FhirServerPolicy
@@ -34,6 +34,7 @@ from cds_service.replay import fhir_server
 from cds_service.replay.request import build_request
 from cds_service.replay.run import make_engine, replay_settings
 from cds_service.replay.scenario import ResolvedScenario, load_scenario
+from cds_service.store import AuditStore, FormSessionStore
 
 SCENARIO = Path(__file__).parent / "scenarios" / "whole-record-ph-negative-cycle-1-day-1.json"
 SERVICE = "SactOrderSelect"
@@ -221,9 +222,10 @@ def test_a_launch_from_an_unregistered_fhir_server_is_refused(rig: Rig) -> None:
 
 def test_sessions_expire() -> None:
     now = [1000.0]
-    sessions = Sessions(60, clock=lambda: now[0])
-    session = sessions.new()
-    assert sessions.get(session.id) is session
+    sessions = Sessions(FormSessionStore(AuditStore("sqlite://"), cap=MAX_SESSIONS), 60, clock=lambda: now[0])
+    session = sessions.new(iss="https://ehr.example.org/fhir")
+    found = sessions.get(session.id)
+    assert found is not None and (found.iss, found.csrf) == (session.iss, session.csrf)
     now[0] += 61
     assert sessions.get(session.id) is None and len(sessions) == 0
 

@@ -80,12 +80,16 @@ def _tables(console: Console, invocations: list[dict[str, Any]], feedback: list[
     table.add_column("service", no_wrap=True)
     table.add_column("patient", overflow="fold")
     table.add_column("status", no_wrap=True, justify="right")
-    table.add_column("cards (rule codes)", ratio=1)
+    table.add_column("cards (rule codes) or what the app did", ratio=1)
     for i in invocations:
         notes = len(i["notes"])
+        status = f"{i['status']} {i['latency_ms']:.0f}ms"
+        if i.get("kind") == "app":  # the INO2 form app: its operation, and what it did instead of cards
+            table.add_row(_short_time(i["time"]), f"{i['service']} {i['hook']}", i["patient"] or "", status,
+                          "; ".join(i["notes"]) or "-")
+            continue
         cards = ", ".join(i["rule_codes"]) or "-"
-        table.add_row(_short_time(i["time"]), i["service"], i["patient"] or "",
-                      f"{i['status']} {i['latency_ms']:.0f}ms",
+        table.add_row(_short_time(i["time"]), i["service"], i["patient"] or "", status,
                       cards + (f"; {notes} note{'s' * (notes != 1)}" if notes else ""))
     console.print(table)
     table = _table(f"Recent feedback ({len(feedback)})")

@@ -1,10 +1,15 @@
-"""Audit store: every hook invocation and every feedback item (SQLAlchemy; SQLite default)."""
+"""Audit store: every hook invocation and every feedback item, plus the state replicas share
+(used JWT ids, form sessions). SQLAlchemy; SQLite default."""
 
-from cds_service.store._store import AuditStore, CardRecord, FeedbackItem, InvocationRecord
+from cds_service.store._sessions import FormSessionStore, session_key
+from cds_service.store._store import APP_OPERATIONS, AuditStore, CardRecord, FeedbackItem, InvocationRecord
 
 __all__ = [
+    "APP_OPERATIONS",
     "AuditStore",
     "CardRecord",
     "FeedbackItem",
+    "FormSessionStore",
     "InvocationRecord",
+    "session_key",
 ]

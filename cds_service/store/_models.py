@@ -94,3 +94,27 @@ class SeenToken(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class FormSession(Base):
+    """One INO2 form app session (SMART launch -> form -> save), shared by every process on
+    this database, so a launch on one replica and its callback on another are one session.
+
+    ``key`` is a SHA-256 of the session id in the browser's cookie (a copy of this table
+    does not hand out live cookies). ``pending`` is a SHA-256 of the OAuth ``state`` until
+    the callback uses it: the callback clears it with one conditional UPDATE, so exactly
+    one request can use a state (and its PKCE verifier) even when two replicas race.
+    ``data`` is the rest of the session as JSON (issuer, patient, user, access token,
+    pre-filled answers, the saved response), encrypted when ``smart_session_key`` is set.
+    ``expires_at`` is seconds since the epoch; expired rows are deleted at each launch.
+    ``version`` counts the writes of ``data``: a write names the version it read, so two
+    steps of one session on two replicas cannot silently undo each other's write.
+    """
+
+    __tablename__ = "form_session"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    pending: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=0)

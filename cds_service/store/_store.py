@@ -31,6 +31,10 @@ from cds_service.settings import mask_url
 from cds_service.store._models import Base, Card, Feedback, Invocation, SeenToken
 
 log = logging.getLogger(__name__)
+#: ``hook`` values of audit rows that are not CDS hook calls but operations of the INO2 form
+#: app (service ``ino2-form``): an SDC ``$populate`` call and a form save. No CDS hook has
+#: these names, so ``kind`` (``hook`` or ``app``) is read from the row itself.
+APP_OPERATIONS = ("populate", "form-saved")
 #: Expired used-token rows are deleted once every this many token checks.
 PRUNE_EVERY = 1000
 #: Built once: the audit writer only binds rows (statement construction was a third of the
@@ -391,6 +395,7 @@ def _iso(value: datetime | None) -> str:
 def _invocation_dict(i: Invocation) -> dict[str, Any]:
     return {
         "time": _iso(i.received_at),
+        "kind": "app" if i.hook in APP_OPERATIONS else "hook",
         "service": i.service_id,
         "hook": i.hook,
         "hook_instance": i.hook_instance,

@@ -13,20 +13,24 @@ parameters-questionnaire-populate-in):
 Output (SDC populate out): ``Parameters`` with ``response`` (the QuestionnaireResponse,
 ``status: in-progress``) and, when something was not pre-filled for want of data,
 ``issues`` (an OperationOutcome of warnings). The caller is authenticated as a hook caller is.
+Each call that names its patient leaves one audit row (``audit.POPULATE``), the refused ones too.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 
 from cds_service.api.errors import JSON, issue, outcome
 from cds_service.api.hooks import read_json
+from cds_service.apps.ino2.audit import POPULATE, form_audit
 from cds_service.apps.ino2.populate import populate, questionnaire_of
 from cds_service.apps.ino2.records import record_from_resources, record_from_server
-from cds_service.errors import MalformedRequest
+from cds_service.errors import HookRequestError, MalformedRequest, PrefetchUnavailable
 
 QUESTIONNAIRE_PATH = "/fhir/Questionnaire/Ino2Attestation"
 POPULATE_PATH = QUESTIONNAIRE_PATH + "/$populate"
@@ -89,9 +93,29 @@ def parse_input(body: Any) -> dict[str, Any]:
 
 
 async def populate_endpoint(request: Request) -> JSON:
+    """Authenticate and parse as a hook call does, then populate; the audit row is written
+    after the response is sent (a refusal's before it is raised)."""
     state = request.app.state.cds
+    started = time.perf_counter()
     await state.authenticate(request, POPULATE_PATH)
     given = parse_input(await read_json(request, state.settings.max_request_bytes))
+    patient = f"Patient/{given['patient_id']}"
+    try:
+        response, notes = await _populate(state, given)
+    except HookRequestError as exc:
+        status = 412 if isinstance(exc, PrefetchUnavailable) else 400
+        notes = [f"{status}: {exc.message}"] + [f"{status} missing '{k}'" for k in getattr(exc, "missing", ())]
+        await state.write_audit(form_audit(state, POPULATE, started=started, status=status, patient=patient,
+                                           notes=notes))
+        raise
+    response.background = BackgroundTask(state.write_audit, form_audit(state, POPULATE, started=started,
+                                                                       status=200, patient=patient, notes=notes))
+    return response
+
+
+async def _populate(state: Any, given: dict[str, Any]) -> tuple[JSON, list[str]]:
+    """The populate output and the audit's notes (how much was pre-filled, and the record's
+    notes as a hook's audit keeps them: never an answer)."""
     if given["has_context"]:
         record = record_from_resources(given["patient_id"], given["resources"], given["drafts"])
     else:
@@ -99,12 +123,16 @@ async def populate_endpoint(request: Request) -> JSON:
     if record.patient is None:
         raise MalformedRequest(f"the record holds no Patient/{given['patient_id']}", field="parameter.subject")
     result = populate(state.engine, record, datetime.now(UTC), drafts_known=bool(given["drafts"]))
+    filled = sum(1 for f in result.fills.values() if f.answer is not None)
+    notes = [f"pre-filled {filled} of {len(result.fills)} items from the "
+             + ("record sent" if given["has_context"] else "FHIR server")]
+    notes += [f"{n.kind} {n.key}: {n.message}" for n in record.notes]
     out: list[dict[str, Any]] = [{"name": "response", "resource": result.response}]
     warnings = [*result.issues, *(n.message for n in record.notes)]
     if warnings:
         out.append({"name": "issues",
                     "resource": outcome(*(issue(w, code="incomplete", severity="warning") for w in warnings))})
-    return FhirJSON({"resourceType": "Parameters", "parameter": out})
+    return FhirJSON({"resourceType": "Parameters", "parameter": out}), notes
 
 
 async def questionnaire_endpoint(request: Request) -> JSON:

@@ -7,8 +7,10 @@ S256 challenge; the ``callback`` checks ``state`` and swaps the code (with the v
 a token at the ``token_endpoint``. Both are single-use.
 
 Tokens stay in the server-side session; the browser holds only an opaque session id
-(HttpOnly, SameSite=Lax cookie). Sessions live in process memory and expire after
-``smart_session_seconds`` (or when the access token does): one replica, or sticky sessions.
+(HttpOnly, SameSite=Lax cookie). Sessions live in the service's database (table
+``form_session``), so any replica or worker process can serve any step, and expire after
+``smart_session_seconds`` (or when the access token does). The ``state`` is used up in the
+database by the first callback that presents the session, on whichever replica.
 ``fhirUser`` is read from the ``id_token`` received from the token endpoint over TLS, which
 OpenID Connect Core §3.1.3.7 allows in place of checking its signature; ``aud`` and ``exp``
 are still checked.
@@ -19,19 +21,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
-import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import jwt
+import orjson
+from cryptography.fernet import Fernet, InvalidToken
 
+from cds_service.apps.ino2.populate import Fill
+from cds_service.features import Evidence
 from cds_service.record import FhirServerPolicy
+from cds_service.store import FormSessionStore, session_key
 
-#: sessions kept at most (a flood of launches must not exhaust memory)
+log = logging.getLogger(__name__)
+
+#: unexpired sessions kept at most, all replicas together (a flood of launches must not fill the database)
 MAX_SESSIONS = 5_000
 
 
@@ -55,50 +65,126 @@ class Session:
     user: str | None = None
     app_context: str | None = None
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    audit_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     fills: Any = None
     patient_resource: dict[str, Any] | None = None
     saved: dict[str, Any] | None = None
+    version: int = 0  # of the row this was read from (``Sessions.update``)
 
     @property
     def authorized(self) -> bool:
         return bool(self.access_token and self.patient)
 
 
+#: Session fields kept in the row's ``data`` (``id`` is the row key, hashed; ``state`` its
+#: ``pending`` column, hashed; ``expires_at`` a column of its own).
+_DATA = ("iss", "launch", "token_url", "verifier", "access_token", "patient", "user", "app_context", "csrf",
+         "audit_id", "patient_resource", "saved")
+_SEALED = "fernet:"
+
+
+def _fills_json(fills: Any) -> Any:
+    if fills is None:
+        return None
+    return {link: {"answer": f.answer, "reason": f.reason, "evidence": [asdict(e) for e in f.evidence]}
+            for link, f in fills.items()}
+
+
+def _fills_of(data: Any) -> Any:
+    if data is None:
+        return None
+    return {link: Fill(link, f["answer"], f["reason"], tuple(Evidence(**e) for e in f["evidence"]))
+            for link, f in data.items()}
+
+
 class Sessions:
-    """In-memory sessions with expiry; ids are 256-bit random."""
+    """Form sessions in the service's database, so every replica and worker process sees
+    the same ones (``store.FormSessionStore``). Ids are 256-bit random; the database holds
+    their SHA-256, never the cookie value. With ``key`` (setting ``smart_session_key``) the
+    session data, access token and record extract included, is encrypted (Fernet:
+    AES-128-CBC + HMAC-SHA256) before it leaves the process, and sealed with the row's own
+    key inside, so a row sealed with another key, an unsealed row, or sealed data copied to
+    another row reads as no session. Every method may raise ``SQLAlchemyError`` (database down)."""
 
-    def __init__(self, ttl_seconds: int, clock: Callable[[], float] = time.time) -> None:
-        self.ttl, self.clock = ttl_seconds, clock
-        self._by_id: dict[str, Session] = {}
-        self._lock = threading.Lock()
+    def __init__(self, store: FormSessionStore, ttl_seconds: int, key: str = "",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store, self.ttl, self.clock = store, ttl_seconds, clock
+        self._fernet = Fernet(base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest())) if key else None
 
-    def new(self) -> Session:
-        with self._lock:
-            self._purge()
-            if len(self._by_id) >= MAX_SESSIONS:
-                raise LaunchError("Too many open form sessions; try again in a few minutes.")
-            session = Session(secrets.token_urlsafe(32), self.clock() + self.ttl)
-            self._by_id[session.id] = session
-            return session
+    def new(self, **values: Any) -> Session:
+        """A new session holding ``values`` (with a fresh OAuth ``state``); LaunchError when
+        ``MAX_SESSIONS`` are open."""
+        session = Session(secrets.token_urlsafe(32), self.clock() + self.ttl, state=secrets.token_urlsafe(32),
+                          **values)
+        if not self.store.open(session_key(session.id), self._seal(session), session_key(str(session.state)),
+                               session.expires_at, self.clock()):
+            raise LaunchError("Too many open form sessions; try again in a few minutes.")
+        return session
 
     def get(self, sid: str | None) -> Session | None:
         if not sid:
             return None
-        with self._lock:
-            self._purge()
-            return self._by_id.get(sid)
+        row = self.store.load(session_key(sid), self.clock())
+        return self._open(sid, row[0], row[1], row[2]) if row else None
 
-    def drop(self, sid: str) -> None:
-        with self._lock:
-            self._by_id.pop(sid, None)
-
-    def _purge(self) -> None:
+    def claim(self, sid: str | None) -> tuple[Session, str] | None:
+        """The session and the SHA-256 of its OAuth state, to exactly one caller: the state
+        (and the PKCE verifier with it) is used up in the database whatever happens next."""
+        if not sid:
+            return None
         now = self.clock()
-        for sid in [s for s, v in self._by_id.items() if v.expires_at <= now]:
-            del self._by_id[sid]
+        row = self.store.claim(session_key(sid), now)
+        if row is None:
+            return None
+        session = self._open(sid, row[1], row[2], row[3])
+        return (session, row[0]) if session else None
+
+    def update(self, session: Session, **changes: Any) -> bool:
+        """Set ``changes`` on ``session`` and write it back. If another step of the same
+        session wrote it meanwhile (another replica, another tab), ``session`` is refreshed
+        from the database and ``changes`` applied again, so neither write is lost. False if
+        the session expired or is gone."""
+        for _ in range(5):
+            for name, value in changes.items():
+                setattr(session, name, value)
+            if self.store.save(session_key(session.id), self._seal(session), session.expires_at, session.version,
+                               self.clock()):
+                session.version += 1
+                return True
+            fresh = self.get(session.id)
+            if fresh is None:
+                return False
+            for f in fields(Session):
+                setattr(session, f.name, getattr(fresh, f.name))
+        raise LaunchError("This form session is being changed elsewhere; open the form again from the EHR.")
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return self.store.count(self.clock())
+
+    def _seal(self, session: Session) -> str:
+        data = {name: getattr(session, name) for name in _DATA}
+        data["fills"] = _fills_json(session.fills)
+        if self._fernet is None:
+            return orjson.dumps(data).decode("utf-8")
+        data["row"] = session_key(session.id)  # sealed data is this row's only
+        return _SEALED + self._fernet.encrypt(orjson.dumps(data)).decode("ascii")
+
+    def _open(self, sid: str, stored: str, expires_at: float, version: int) -> Session | None:
+        try:
+            if self._fernet is None:
+                data = orjson.loads(stored)
+            else:  # with a key only sealed rows count: nothing written around the key is let in
+                if not stored.startswith(_SEALED):
+                    raise InvalidToken
+                data = orjson.loads(self._fernet.decrypt(stored.removeprefix(_SEALED).encode("ascii")))
+                if data.pop("row", None) != session_key(sid):
+                    raise InvalidToken
+            fills = _fills_of(data.pop("fills", None))
+            return Session(sid, expires_at, fills=fills, version=version,
+                           **{k: v for k, v in data.items() if k in _DATA})
+        except (InvalidToken, ValueError, TypeError, KeyError):
+            log.error("a form session could not be read: is smart_session_key the same on every replica?")
+            return None
 
 
 def pkce_pair() -> tuple[str, str]:

@@ -4,28 +4,39 @@
 POST: signed answers written to the EHR as a ``completed`` QuestionnaireResponse) ->
 ``print`` (the signed answers with their evidence, for the funding application).
 Nothing here logs a token, a code, a query string or patient data.
+
+Sessions are rows in the service's database (``smart.Sessions``), so each step may land on
+any replica or worker process. If that database cannot answer, every step shows one error
+page (503) instead of guessing: nothing is read from the EHR or written to it then. Each
+form post of a signed-in session leaves one audit row (``audit.FORM_SAVED``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import secrets
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from cds_service.api.errors import PrefetchMissing
 from cds_service.apps.ino2 import pages
+from cds_service.apps.ino2.audit import FORM_SAVED, form_audit
 from cds_service.apps.ino2.operation import POPULATE_PATH, QUESTIONNAIRE_PATH, populate_endpoint, questionnaire_endpoint
 from cds_service.apps.ino2.populate import populate, questionnaire_of, response_of
 from cds_service.apps.ino2.records import prefetch_templates, record_from_server
 from cds_service.apps.ino2.smart import (
+    MAX_SESSIONS,
     LaunchError,
     Session,
     Sessions,
@@ -39,6 +50,7 @@ from cds_service.apps.ino2.smart import (
 )
 from cds_service.engine.apply import iso_instant
 from cds_service.knowledge.terms import INO2_QUESTIONNAIRE
+from cds_service.store import AuditStore, FormSessionStore, session_key
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +69,13 @@ HEADERS = {
 class Ino2App:
     """Per-app state: the sessions and what the app was registered with."""
 
-    def __init__(self, settings: Any, engine: Any) -> None:
+    def __init__(self, settings: Any, engine: Any, store: AuditStore) -> None:
         self.settings = settings
-        self.sessions = Sessions(settings.smart_session_seconds)
+        self.sessions = Sessions(FormSessionStore(store, cap=MAX_SESSIONS), settings.smart_session_seconds,
+                                 key=settings.smart_session_key)
+        if not settings.smart_session_key and store.engine.dialect.name != "sqlite":
+            log.warning("smart_session_key is not set: INO2 form sessions (access tokens included) are stored "
+                        "unencrypted in the database")
         types = {t.split("?", 1)[0].split("/", 1)[0] for t in prefetch_templates(engine).values()}
         self.scope = scopes_for(types)
 
@@ -78,8 +94,35 @@ def _problem(title: str, text: str, status: int = 400) -> HTMLResponse:
     return html(pages.message(title, text), status)
 
 
-def _session(request: Request) -> Session | None:
-    return request.app.state.ino2.sessions.get(request.cookies.get(COOKIE))
+async def _session(request: Request) -> Session | None:
+    return await run_in_threadpool(request.app.state.ino2.sessions.get, request.cookies.get(COOKIE))
+
+
+async def _keep(request: Request, session: Session, **changes: Any) -> bool:
+    """Make ``changes`` to the session and write it for the next step, whichever replica
+    serves it (``Sessions.update``: a concurrent write of the same session is kept too).
+    False if the session expired meanwhile."""
+    try:
+        return bool(await run_in_threadpool(functools.partial(request.app.state.ino2.sessions.update, session,
+                                                              **changes)))
+    except LaunchError:  # changed elsewhere again and again: start over rather than guess
+        return False
+
+
+def _store_guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """The session database down (or refusing) is one clear page, never a traceback."""
+
+    @functools.wraps(handler)
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except SQLAlchemyError as exc:
+            log.error("INO2 form sessions unavailable (%s)", type(exc).__name__)
+            return _problem("The INO2 form is unavailable", "The form service cannot reach its database just "
+                            "now, so nothing was read from the record or saved to it. Try again in a few "
+                            "minutes; if this persists, tell the EHR team.", 503)
+
+    return guarded
 
 
 async def launch(request: Request) -> Response:
@@ -100,14 +143,13 @@ async def launch(request: Request) -> Response:
             log.warning("SMART configuration could not be read (%s)", type(exc).__name__)
             doc = None
         auth, token_url = read_configuration(doc, state.fhir_server_policy)
-        session = app.sessions.new()
+        verifier, challenge = pkce_pair()
+        session = await run_in_threadpool(app.sessions.new, iss=iss, launch=q["launch"], token_url=token_url,
+                                          verifier=verifier)
     except LaunchError as exc:
         return _problem("The INO2 form could not be opened", str(exc))
-    verifier, challenge = pkce_pair()
-    session.iss, session.launch, session.token_url = iss, q["launch"], token_url
-    session.state, session.verifier = secrets.token_urlsafe(32), verifier
     target = authorize_url(auth, client_id=app.settings.smart_client_id, redirect_uri=app.redirect_uri(request),
-                           launch=session.launch, scope=app.scope, state=session.state, aud=iss,
+                           launch=session.launch, scope=app.scope, state=str(session.state), aud=iss,
                            challenge=challenge)
     response = RedirectResponse(target, status_code=302, headers=HEADERS)
     response.set_cookie(COOKIE, session.id, max_age=app.settings.smart_session_seconds, path=BASE + "/",
@@ -118,14 +160,15 @@ async def launch(request: Request) -> Response:
 async def callback(request: Request) -> Response:
     """Check ``state``, swap the code for a token (with the PKCE verifier), keep it server-side."""
     app: Ino2App = request.app.state.ino2
-    session = _session(request)
+    # single use, whatever happens next: the state is used up in the database by this claim
+    claimed = await run_in_threadpool(app.sessions.claim, request.cookies.get(COOKIE))
     q = request.query_params
-    if session is None or session.state is None:
+    if claimed is None:
         return _problem("Session expired", "This form session has expired or was already used: open the form "
                         "again from the EHR.")
-    expected, verifier = session.state, session.verifier
-    session.state = session.verifier = None  # single use, whatever happens next
-    if not same(q.get("state"), expected):
+    session, expected = claimed
+    verifier = session.verifier
+    if not same(session_key(q.get("state") or ""), expected):
         log.warning("SMART callback with a state that does not match the session")
         return _problem("The INO2 form could not be opened", "The sign-in answer did not match this session "
                         "(state). Open the form again from the EHR.")
@@ -151,13 +194,16 @@ async def callback(request: Request) -> Response:
     if not isinstance(patient, str) or not patient:
         return _problem("No patient", "The EHR did not say which patient the form is for (no 'patient' in the "
                         "token response). Open the form from the patient's record.")
-    session.access_token, session.patient = token["access_token"], patient
-    session.user = fhir_user_of(token.get("id_token"), app.settings.smart_client_id, time.time())
+    changes: dict[str, Any] = {
+        "verifier": None, "access_token": token["access_token"], "patient": patient,
+        "user": fhir_user_of(token.get("id_token"), app.settings.smart_client_id, time.time())}
     if isinstance(token.get("appContext"), str):
-        session.app_context = token["appContext"][:500]
+        changes["app_context"] = token["appContext"][:500]
     expires = token.get("expires_in")
     if isinstance(expires, (int, float)) and expires > 0:
-        session.expires_at = min(session.expires_at, time.time() + float(expires))
+        changes["expires_at"] = min(session.expires_at, time.time() + float(expires))
+    if not await _keep(request, session, **changes):
+        return _problem("Session expired", "This form session has expired: open the form again from the EHR.")
     return RedirectResponse(BASE + "/form", status_code=303, headers=HEADERS)
 
 
@@ -171,7 +217,8 @@ async def _prefill(request: Request, session: Session) -> Response | None:
     if record.patient is None:
         return _problem("No patient", "The EHR's FHIR server has no record of this patient.", 404)
     result = populate(state.engine, record, datetime.now(UTC), drafts_known=False)
-    session.fills, session.patient_resource = result.fills, record.patient
+    if not await _keep(request, session, fills=result.fills, patient_resource=record.patient):
+        return _problem("Session expired", "Open the INO2 form again from the EHR.", 401)
     return None
 
 
@@ -185,7 +232,7 @@ def _form(request: Request, session: Session, *, values: Any = None, error: str 
 
 
 async def form_get(request: Request) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None or not session.authorized:
         return _problem("Session expired", "Open the INO2 form again from the EHR.", 401)
     problem = await _prefill(request, session)
@@ -204,28 +251,42 @@ def _values(q: dict[str, Any], body: dict[str, str]) -> dict[str, Any]:
 
 
 async def form_post(request: Request) -> Response:
-    """Signed answers -> a completed QuestionnaireResponse on the EHR's FHIR server."""
-    session = _session(request)
+    """Signed answers -> a completed QuestionnaireResponse on the EHR's FHIR server; one
+    audit row for the attempt, whatever its outcome."""
+    started = time.perf_counter()
+    session = await _session(request)
     if session is None or not session.authorized:
         return _problem("Session expired", "Nothing was saved. Open the INO2 form again from the EHR.", 401)
+    response, status, note = await _save(request, session)
+    record = form_audit(request.app.state.cds, FORM_SAVED, started=started, status=status,
+                        patient=session.patient, user=session.user, instance=session.audit_id, notes=[note])
+    response.background = BackgroundTask(request.app.state.cds.write_audit, record)
+    return response
+
+
+async def _save(request: Request, session: Session) -> tuple[Response, int, str]:
+    """(the page, the status for the audit, what happened in words without any answer)."""
     raw = await request.body()
     if len(raw) > MAX_FORM_BYTES:
-        return _problem("Too large", "The form post is too large.", 413)
+        return _problem("Too large", "The form post is too large.", 413), 413, "not saved: the post was too large"
     body = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
     if not same(body.get("csrf"), session.csrf):
         log.warning("INO2 form post without a valid CSRF token")
-        return _problem("Not saved", "This form post did not come from the form (CSRF check failed).", 403)
+        return (_problem("Not saved", "This form post did not come from the form (CSRF check failed).", 403), 403,
+                "not saved: CSRF check failed")
     if session.fills is None:
         problem = await _prefill(request, session)
         if problem:
-            return problem
+            return problem, problem.status_code, "not saved: the record could not be read"
     q = questionnaire_of(request.app.state.cds.engine)
     values = _values(q, body)
     if body.get("sign") != "yes":
-        return _form(request, session, values=values, error="tick the confirmation to sign the form.", status=400)
+        return (_form(request, session, values=values, error="tick the confirmation to sign the form.", status=400),
+                400, "not saved: not signed")
     if not session.user:
-        return _form(request, session, values=values, status=400,
-                     error="the EHR did not say who you are (fhirUser), so the form cannot be signed.")
+        return (_form(request, session, values=values, status=400,
+                      error="the EHR did not say who you are (fhirUser), so the form cannot be signed."),
+                400, "not saved: no fhirUser to sign as")
     response = response_of(q, session.patient if "/" in str(session.patient) else f"Patient/{session.patient}",
                            values, status="completed", authored=iso_instant(datetime.now(UTC)),
                            evidence=session.fills, author=session.user)
@@ -247,20 +308,29 @@ async def form_post(request: Request) -> Response:
         status, saved = 0, None
     if status not in (200, 201):
         log.warning("INO2 form write refused (HTTP %s)", status)
-        return _form(request, session, values=values, status=502,
-                     error=f"the EHR did not accept the form (HTTP {status or 'no answer'}). Try again.")
+        return (_form(request, session, values=values, status=502,
+                      error=f"the EHR did not accept the form (HTTP {status or 'no answer'}). Try again."),
+                502, f"not saved: the EHR answered HTTP {status or 'nothing'}")
     if isinstance(saved, dict) and saved.get("resourceType") == "QuestionnaireResponse":
         response = saved
     else:
         location = resp.headers.get("location", "")
         response["id"] = location.split("/QuestionnaireResponse/", 1)[-1].split("/", 1)[0] if location else ""
-    session.saved = response
     log.info("INO2 form saved")
-    return RedirectResponse(BASE + "/print", status_code=303, headers=HEADERS)
+    page: Response = RedirectResponse(BASE + "/print", status_code=303, headers=HEADERS)
+    try:
+        kept = await _keep(request, session, saved=response)
+    except SQLAlchemyError as exc:
+        log.error("INO2 form saved, but its session could not be kept (%s)", type(exc).__name__)
+        kept = False
+    if not kept:  # written to the EHR: show it now, the session cannot hold it for /print
+        page = html(pages.print_page(q, response, patient=session.patient_resource, form_url=BASE + "/form"))
+    return (page, status,
+            f"wrote QuestionnaireResponse/{response.get('id') or '(no id returned)'} ({response.get('status')})")
 
 
 async def print_view(request: Request) -> Response:
-    session = _session(request)
+    session = await _session(request)
     if session is None or session.saved is None:
         return _problem("Nothing to print", "Sign and save the INO2 form first.", 404)
     q = questionnaire_of(request.app.state.cds.engine)
@@ -272,11 +342,11 @@ def install(app: FastAPI, settings: Any, engine: Any) -> None:
     served holds the INO2 Questionnaire: the form is rendered from it)."""
     if INO2_QUESTIONNAIRE not in (getattr(getattr(engine, "kb", None), "resources", None) or {}):
         return
-    app.state.ino2 = Ino2App(settings, engine)
+    app.state.ino2 = Ino2App(settings, engine, app.state.cds.store)
     app.add_api_route(POPULATE_PATH, populate_endpoint, methods=["POST"])
     app.add_api_route(QUESTIONNAIRE_PATH, questionnaire_endpoint, methods=["GET"])
-    app.add_api_route(BASE + "/launch", launch, methods=["GET"])
-    app.add_api_route(BASE + "/callback", callback, methods=["GET"])
-    app.add_api_route(BASE + "/form", form_get, methods=["GET"])
-    app.add_api_route(BASE + "/form", form_post, methods=["POST"])
-    app.add_api_route(BASE + "/print", print_view, methods=["GET"])
+    app.add_api_route(BASE + "/launch", _store_guard(launch), methods=["GET"])
+    app.add_api_route(BASE + "/callback", _store_guard(callback), methods=["GET"])
+    app.add_api_route(BASE + "/form", _store_guard(form_get), methods=["GET"])
+    app.add_api_route(BASE + "/form", _store_guard(form_post), methods=["POST"])
+    app.add_api_route(BASE + "/print", _store_guard(print_view), methods=["GET"])
