@@ -127,7 +127,7 @@ class AuditStore:
             return
         with self._lock:
             if not self._ready:
-                Base.metadata.create_all(self.engine)
+                _create_tables(self.engine)
                 self._ready = True
 
     def ping(self) -> bool:
@@ -297,6 +297,30 @@ CSV_COLUMNS = (
     "override_comment",
     "accepted_suggestions",
 )
+
+
+#: Key of the PostgreSQL advisory lock taken while the tables are created (any constant the
+#: service's processes share; 0x5AC7CD5 reads "SACT CDS").
+_SCHEMA_LOCK = 0x5AC7CD5
+
+
+def _create_tables(engine: Engine) -> None:
+    """Create the tables that do not exist yet, one process at a time.
+
+    Replicas and workers start together on a fresh database; without a lock, all but one of
+    those creating a table at the same moment fail (PostgreSQL: a unique violation in its
+    catalogue; SQLite: "table already exists"), start with their store "unavailable" and
+    race again on their first calls. PostgreSQL: a transaction-scoped advisory lock;
+    SQLite: ``BEGIN IMMEDIATE`` takes the write lock before the existence checks (the
+    others wait up to the connection's busy timeout). Either way the others find the
+    tables made and create nothing."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+        elif conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        Base.metadata.create_all(conn)
+        conn.commit()
 
 
 def _make_engine(url: str) -> Engine:
