@@ -356,7 +356,7 @@ def measure(peer_dir: Path, *, size: int, seconds: float, warmup_s: float, repea
                         + (f" [{run['non_2xx']} non-2xx, {run['socket_errors']} socket errors]"
                            if run["non_2xx"] or run["socket_errors"] else ""))  # fmt: skip
     for name in ("peer", "ours"):
-        med = {k: statistics.median(r[k] for r in runs[name]) for k in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request")}
+        med = {k: round(statistics.median(r[k] for r in runs[name]), 2) for k in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request")}
         out[name].update(med, requests=sum(r["requests"] for r in runs[name]), runs=runs[name])
     out["ratio_rps"] = round(out["ours"]["rps"] / max(out["peer"]["rps"], 1e-9), 1)
     out["ratio_cpu"] = round(out["peer"]["cpu_ms_per_request"] / max(out["ours"]["cpu_ms_per_request"], 1e-9), 1)
@@ -369,13 +369,20 @@ def _node_version() -> str:
     return subprocess.run(["node", "--version"], capture_output=True, text=True, check=False).stdout.strip()  # noqa: S607
 
 
+def _busiest(result: dict[str, Any]) -> float:
+    """The highest 1-minute load average seen at the end of a run (the machine is shared)."""
+    seen = [r["load_average"][0] for side in ("peer", "ours") for r in result[side].get("runs", ())]
+    return max(seen, default=result.get("load_average_after", [0.0])[0])
+
+
 def summary(result: dict[str, Any]) -> str:
     """One line: the measured value for the targets table."""
     p, o = result["peer"], result["ours"]
     return (f"{result['ratio_rps']:.0f}x throughput ({o['rps']:.1f} vs {p['rps']:.2f} req/s), "
             f"{result['ratio_cpu']:.0f}x CPU per request ({p['cpu_ms_per_request']:.0f} vs {o['cpu_ms_per_request']:.1f} ms); "
             f"{result['size']}-resource records, peer {PEER_SERVICE} c={p['concurrency']}, ours {OUR_HOOK} "
-            f"c={o['concurrency']}, {result['repeat']} x {result['seconds']:g} s each, load {result['load_average_before'][0]}; "
+            f"c={o['concurrency']}, {result['repeat']} x {result['seconds']:g} s each, load average "
+            f"{result['load_average_before'][0]} before, up to {_busiest(result)} during; "
             f"{result['date']} (python -m bench.peer)")  # fmt: skip
 
 

@@ -47,7 +47,7 @@ def test_the_peer_row_reads_a_saved_run_and_judges_throughput_against_100x(tmp_p
     assert row["goal"] == ">= 100x" and row["met"] is False
     assert "85x throughput" in row["measured"] and "88x CPU per request" in row["measured"]
     assert "c=4" in row["measured"] and "c=16" in row["measured"] and "2 x 20 s" in row["measured"]
-    assert "2026-12-02 18:00 UTC" in row["measured"] and "load 1.2" in row["measured"]
+    assert "2026-12-02 18:00 UTC" in row["measured"] and "load average 1.2 before" in row["measured"]
     path.write_text(json.dumps(saved_run(104.0)))
     assert report.peer_target(path)["met"] is True
 
