@@ -329,7 +329,10 @@ def measure(peer_dir: Path, *, size: int, seconds: float, warmup_s: float, repea
     with tempfile.TemporaryDirectory(prefix="sact-peer-") as tmp:
         workdir = Path(tmp)
         with peer_server(peer_dir, workdir) as peer, servers.service(workdir, 1) as ours:
-            peer_body = orjson.dumps(peer_request(make_peer_patient(size, now=now), discovery(peer)[PEER_SERVICE]))
+            templates = discovery(peer).get(PEER_SERVICE)
+            if templates is None:
+                raise RuntimeError(f"the peer's discovery lists no {PEER_SERVICE} service")
+            peer_body = orjson.dumps(peer_request(make_peer_patient(size, now=now), templates))
             our_body = web.bodies_for(make_patient(size, now=now), discovery(ours))[OUR_HOOK]
             sides = {
                 "peer": (peer, f"{peer.url}/cds-services/{PEER_SERVICE}", peer_body, peer_concurrency,
@@ -405,8 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = measure(args.peer_dir, size=args.size, seconds=args.seconds, warmup_s=args.warmup,
                          repeat=args.repeat, peer_concurrency=args.peer_concurrency, concurrency=args.concurrency)  # fmt: skip
-    except (servers.ServerFailed, RuntimeError) as exc:
-        print(f"peer ratio: not measured (a server failed: {exc})")
+    except (servers.ServerFailed, RuntimeError, httpx.HTTPError, OSError) as exc:
+        print(f"peer ratio: not measured ({exc})")
         return 0
     print("peer ratio: " + summary(result) + f" -> {'met' if result['met'] else 'NOT met'} (goal >= {GOAL:g}x)")
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,13 @@ sends the peer, the stand-in value sets, the targets row read from a saved run, 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # bench/ lives beside the package, not inside it
@@ -109,3 +112,24 @@ def test_stand_in_value_sets_cover_the_peer_library_and_never_replace_a_real_cac
     (real / ".vsac_cache" / "valueset-db.json").write_text('{"1.2.3": {}}')
     assert peer.ensure_value_sets(real) == "VSAC cache found in the peer directory"
     assert (real / ".vsac_cache" / "valueset-db.json").read_text() == '{"1.2.3": {}}'
+
+
+def test_a_checkout_without_npm_install_is_not_measured(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "www").write_text("// the peer's start script\n")
+    why = peer.missing(tmp_path)
+    assert why is not None and ("npm install" in why or "node is not installed" in why)
+
+
+@pytest.mark.skipif(shutil.which("node") is None or shutil.which("wrk") is None, reason="needs node and wrk")
+def test_a_peer_that_does_not_start_is_reported_not_measured_and_exits_0(tmp_path):
+    broken = tmp_path / "peer"
+    (broken / "bin").mkdir(parents=True)
+    (broken / "node_modules").mkdir()
+    (broken / "bin" / "www").write_text("console.error('cannot start'); process.exit(3);\n")
+    out = tmp_path / "peer.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.peer", "--peer-dir", str(broken), "--output", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "peer ratio: not measured" in proc.stdout and "exited with 3" in proc.stdout
+    assert "Traceback" not in proc.stderr and not out.exists()
