@@ -22,6 +22,8 @@ from _rules_harness import (
     record,
 )
 
+from cds_service.features import _labs as labs
+from cds_service.features import _valuesets as vs
 from cds_service.features._labs import blood_counts, liver_function, liver_tests_missing_since
 from cds_service.record import DataNote
 
@@ -161,3 +163,17 @@ def test_a_negative_count_is_implausible_and_not_used():
     fv = counts(anc("n", -1.2), platelets("p", 120))
     assert fv.value["anc"] is None
     assert any("Neutrophils (ANC) -1.2" in p and "implausible" in p for p in fv.value["problems"])
+
+
+def test_one_lab_code_written_in_two_shapes_gives_one_newest_first_series():
+    """Lab results are grouped by code before ValueSets are asked (features/_labs.py): the
+    common shape (one coding) by a flat key, any other by its concept key. A bilirubin written
+    as a CodeableConcept and another written as a bare Coding (system and code on the concept)
+    are the same test: both count, newest first, whichever shape each result has."""
+    coded = [bilirubin(f"c{n}", 10 + n, offset=-2 * n - 1) for n in range(3)]           # days -1, -3, -5
+    bare = [bilirubin(f"b{n}", 20 + n, offset=-2 * n - 2) for n in range(3)]            # days -2, -4, -6
+    for b in bare:
+        b["code"] = dict(b["code"]["coding"][0])  # {"system": ..., "code": ...}: no "coding" list
+    rec = record(*[r for pair in zip(coded, bare, strict=True) for r in pair])
+    found = [o["id"] for _, o in labs.observations(rec, ctx(), vs.TOTAL_BILIRUBIN)]
+    assert found == ["c0", "b0", "c1", "b1", "c2", "b2"]

@@ -21,7 +21,7 @@ from typing import Any
 from cds_service.features import _valuesets as vs
 from cds_service.features._course import course
 from cds_service.features._index import RAISES, dated, moment
-from cds_service.features._memo import memo
+from cds_service.features._memo import memo, shared
 from cds_service.features._read import (
     INACTIVE_CLINICAL,
     coded_status,
@@ -47,8 +47,9 @@ _Row = tuple[datetime, int, Resource]
 
 @memo
 def _usable_by_code(record: PatientRecord, ctx: FeatureContext) -> tuple[tuple[Any, tuple[_Row, ...]], ...]:
-    """Every Observation with a result dated up to now, grouped by its code's
-    :func:`concept_key` (groups in order of first appearance, rows in record order).
+    """Every Observation with a result dated up to now, grouped by code (groups in order of
+    first appearance, rows in record order), each group with its :func:`concept_key`
+    (two groups may share one when the same code is written in two shapes).
 
     Why grouped: a record repeats a few lab codes hundreds of times, so ValueSet membership
     is asked once per distinct code, and one pass over the record serves every ValueSet.
@@ -62,18 +63,20 @@ def _usable_by_code(record: PatientRecord, ctx: FeatureContext) -> tuple[tuple[A
         if when is None or when > now:  # type: ignore[operator]
             continue
         code = obs.get("code")
-        # concept_key's common case inline (one coding; a record has hundreds of results)
+        # grouped by a flat key in the common case (one coding; a record has hundreds of
+        # results), else by concept_key (a pair, so never equal to a flat key); each group's
+        # concept_key is read once, from its first result
         codings = code.get("coding") if type(code) is dict else None
         if type(codings) is list and len(codings) == 1 and type(codings[0]) is dict:
             c = codings[0]
-            key = ((c.get("system"), c.get("code"), c.get("display")),), code.get("text")  # type: ignore[union-attr]
+            key = (c.get("system"), c.get("code"), c.get("display"), code.get("text"))  # type: ignore[union-attr]
         else:
             key = concept_key(code)
         rows = groups.get(key)
         if rows is None:
             rows = groups[key] = []
         rows.append((when, n, obs))  # type: ignore[arg-type]
-    return tuple((key, tuple(rows)) for key, rows in groups.items())
+    return tuple((concept_key(rows[0][2].get("code")), tuple(rows)) for rows in groups.values())
 
 
 #: sort keys of a row (in C: the sorts of every ValueSet's results were a tenth of the labs' time)
@@ -86,8 +89,13 @@ def observations(record: PatientRecord, ctx: FeatureContext, valueset: str) -> t
     (undated ones are not usable)."""
     picked: list[_Row] = []
     groups = 0
+    common = shared(ctx.terminology)
     for key, rows in _usable_by_code(record, ctx):
-        if in_valueset(record, ctx, valueset, rows[0][2].get("code"), key):
+        # in_valueset's cached answer read here without the call (twelve ValueSets ask)
+        hit = common.get(("vs", valueset, key))
+        if hit is None:
+            hit = in_valueset(record, ctx, valueset, rows[0][2].get("code"), key)
+        if hit:
             picked.extend(rows)
             groups += 1
     if groups > 1:  # one group's rows are in record order already

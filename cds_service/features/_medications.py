@@ -193,13 +193,19 @@ def _hits(record: PatientRecord, ctx: FeatureContext, valueset: str) -> tuple[fr
     nb = _numbering(record, ctx)
     hits: set[int] = set()
     raised: set[int] = set()
+    common = shared(ctx.terminology)
     for n, (key, number, res) in enumerate(zip(nb.keys, _shared_numbers(record, ctx), nb.representative,
                                               strict=True)):
-        try:
-            if _member(ctx, valueset, key, res, record, number):
-                hits.add(n)
-        except Exception:  # noqa: BLE001 - see the docstring
-            raised.add(n)
+        # what _member keeps across records, read here without the call (ten ValueSets ask)
+        hit = common.get(("med", valueset, number)) if number is not None else None
+        if hit is None:
+            try:
+                hit = _member(ctx, valueset, key, res, record, number)
+            except Exception:  # noqa: BLE001 - see the docstring
+                raised.add(n)
+                continue
+        if hit:
+            hits.add(n)
     return frozenset(hits), frozenset(raised)
 
 

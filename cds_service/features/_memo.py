@@ -96,21 +96,24 @@ _SHARED: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], bool]] = weakref.W
 SHARED_MAX = 50_000
 
 
+#: The terminology asked about last and its cache: an evaluation asks ~250 times in a row
+#: for the same one, and the weak dictionary's look-up is a Python call each time. Only the
+#: weak reference is kept, so this keeps no terminology alive.
+_LAST_SHARED: tuple[Any, dict[tuple[Any, ...], bool]] = (lambda: None, {})
+
+
 def shared(terminology: Any) -> dict[tuple[Any, ...], bool]:
     """The membership cache of ``terminology`` that outlives one record (see ``_SHARED``)."""
-    try:
-        cache = _SHARED[terminology]
-    except KeyError:
-        cache = _SHARED[terminology] = {}
-    except TypeError:  # an object that cannot be weakly referenced: no sharing
-        return {}
+    global _LAST_SHARED
+    ref, cache = _LAST_SHARED
+    if ref() is not terminology:
+        try:
+            cache = _SHARED[terminology]
+        except KeyError:
+            cache = _SHARED[terminology] = {}
+        except TypeError:  # an object that cannot be weakly referenced: no sharing
+            return {}
+        _LAST_SHARED = (weakref.ref(terminology), cache)
     if len(cache) > SHARED_MAX:
         cache.clear()
     return cache
-
-
-@memo
-def scratch(record: Any, ctx: Any) -> dict[Any, Any]:
-    """A mutable cache shared by the helpers for one record and context (e.g. ValueSet
-    membership per distinct concept: a record repeats the same lab code hundreds of times)."""
-    return {}

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from cds_service.features._memo import scratch, shared
+from cds_service.features._memo import shared
 from cds_service.record import PatientRecord, Resource, reference_of
 
 _PARTIAL = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
@@ -136,16 +136,13 @@ def concept_key(concept: Any) -> tuple[Any, ...]:
 def in_valueset(record: PatientRecord, ctx: Any, valueset: str, concept: Any,
                 key: tuple[Any, ...] | None = None) -> bool:
     """``ctx.terminology.contains``, cached per distinct concept (``key``: its
-    :func:`concept_key`, when the caller has it already) for this record."""
-    cache = scratch(record, ctx)
+    :func:`concept_key`, when the caller has it already) across records: membership
+    depends on the concept and the compiled knowledge only (``_memo.shared``)."""
+    common = shared(ctx.terminology)
     full = ("vs", valueset, concept_key(concept) if key is None else key)
-    hit = cache.get(full)
+    hit = common.get(full)
     if hit is None:
-        common = shared(ctx.terminology)  # membership depends on the concept only
-        hit = common.get(full)
-        if hit is None:
-            hit = common[full] = bool(ctx.terminology.contains(valueset, concept))
-        cache[full] = hit
+        hit = common[full] = bool(ctx.terminology.contains(valueset, concept))
     return hit
 
 

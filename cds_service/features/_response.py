@@ -87,9 +87,10 @@ def _coded_remissions(record: PatientRecord, ctx: FeatureContext, after: date) -
     """Complete remissions recorded in code after ``after`` and up to now: an Observation
     valued, or a Condition coded, in CompleteRemission."""
     found = []
+    today = ctx.now.date()
     for obs, void, when_read in dated(record, ctx, "Observation"):
         when = moment(obs, when_read)
-        if when and after < when.date() <= ctx.now.date() and not void \
+        if when and not void and after < when.date() <= today \
                 and in_valueset(record, ctx, vs.COMPLETE_REMISSION, obs.get("valueCodeableConcept")):
             found.append((when, obs))
     for cond in record.of_type("Condition"):
