@@ -203,7 +203,8 @@ def record_notes(request: Mapping[str, Any], expected_prefetch: Iterable[str] = 
 def _quiet_foreign(prefetch: Mapping[str, Any], check: SubjectCheck | None) -> dict[str, list[str]] | None:
     """Another patient's resources by prefetch key (the types, in order) when reading
     ``prefetch`` certainly adds no other note: every value nothing, a plain resource, or a
-    Bundle of plain resources (:func:`_quiet`); None otherwise, for the general path.
+    Bundle of plain resources (a resource whose type is not in ``_NOTED``); None otherwise,
+    for the general path.
 
     One loop with this patient's subject reference checked inline: the relevance gate
     answers most order-selects with this alone, and the two passes it replaces (is it
