@@ -384,6 +384,16 @@ class Record:
             self.given("vincristine", maint + d, 1.5, "mg", "IV", note="maintenance pulse")
         return end
 
+    def ph_positive_all(self, diagnosis: int, *, note: str, blasts: str) -> int:
+        """Ph-positive (BCR-ABL1 p190) CD22-positive BCP-ALL diagnosed on day ``diagnosis``,
+        now relapsed (``note``), treated frontline with imatinib; returns the day frontline ended."""
+        self.condition(text="B-cell precursor acute lymphoblastic leukaemia, Philadelphia-positive (BCR-ABL1 p190), "
+                            "CD22-positive", onset=diagnosis, status="relapse", note=note)
+        self.finding(text="Cytogenetics (BCR-ABL1)", on=diagnosis,
+                     value="t(9;22)(q34;q11) BCR-ABL1 p190 positive (Philadelphia positive)")
+        self.finding(text="Bone marrow immunophenotype", on=diagnosis, value=blasts)
+        return self.frontline(diagnosis + 2, ph_positive=True)
+
     def bundle(self) -> dict[str, Any]:
         return {"resourceType": "Bundle", "type": "collection",
                 "entry": [{"fullUrl": f"urn:uuid:{self.pid}-{i:04d}", "resource": r} for i, r in enumerate(self.entries)]}
@@ -449,11 +459,8 @@ def ph_positive_post_transplant_cycle2() -> tuple[dict[str, Any], Record]:
     r = Record("wr-phpos-c2", seed=202)
     r.patient(gender="male", birth_day=-5560, given="Jonah", family="Testpatient")
     diagnosis = -1640
-    r.condition(text="B-cell precursor acute lymphoblastic leukaemia, Philadelphia-positive (BCR-ABL1 p190), CD22-positive",
-                onset=diagnosis, status="relapse", note="Second relapse, after allogeneic HSCT.")
-    r.finding(text="Cytogenetics (BCR-ABL1)", on=diagnosis, value="t(9;22)(q34;q11) BCR-ABL1 p190 positive (Philadelphia positive)")
-    r.finding(text="Bone marrow immunophenotype", on=diagnosis, value="CD19+ CD22+ B-cell precursor blasts 92%")
-    ended = r.frontline(diagnosis + 2, ph_positive=True)
+    ended = r.ph_positive_all(diagnosis, note="Second relapse, after allogeneic HSCT.",
+                              blasts="CD19+ CD22+ B-cell precursor blasts 92%")
     first_relapse = ended + 30
     r.prescribed("dasatinib", diagnosis + 403, first_relapse, "Dasatinib 60 mg/m2 PO once daily", status="stopped",
                  reason="Molecular then haematological relapse on dasatinib (treatment failure)")
@@ -680,11 +687,8 @@ def ph_positive_asciminib(unanswered: tuple[str, ...]) -> tuple[dict[str, Any], 
     r = Record("wr-phpos-asciminib", seed=909)
     r.patient(gender="female", birth_day=-4800, given="Leila", family="Testpatient")
     diagnosis = -1200
-    r.condition(text="B-cell precursor acute lymphoblastic leukaemia, Philadelphia-positive (BCR-ABL1 p190), CD22-positive",
-                onset=diagnosis, status="relapse", note="Second relapse; refractory to asciminib salvage.")
-    r.finding(text="Cytogenetics (BCR-ABL1)", on=diagnosis, value="t(9;22)(q34;q11) BCR-ABL1 p190 positive (Philadelphia positive)")
-    r.finding(text="Bone marrow immunophenotype", on=diagnosis, value="CD19+ CD22+ CD10+ B-cell precursor blasts 84%")
-    ended = r.frontline(diagnosis + 2, ph_positive=True)
+    ended = r.ph_positive_all(diagnosis, note="Second relapse; refractory to asciminib salvage.",
+                              blasts="CD19+ CD22+ CD10+ B-cell precursor blasts 84%")
     first_relapse = ended + 20
     r.finding(text="BCR-ABL1 kinase domain mutation analysis", on=first_relapse, value="T315I not detected; F359V detected")
     r.prescribed("asciminib", first_relapse + 7, -42, "Asciminib 40 mg PO twice daily (off-label, after MDT discussion)",
