@@ -1,12 +1,13 @@
 """Card links that are true, necessary and safe (knowledge 0.2.1).
 
 1. The eligibility card offers "Complete the INO2 form" only while a gap is one the form
-   can close: a criterion that is not documented and that the latest completed INO2 form
-   leaves unanswered. A criterion not met, or unknown although the form answers it (the
-   record or a site policy decides: Lansky 60, asciminib, an impossible birth date), is
-   not settled by completing the form again, and the card then neither links to the form
-   nor tells the clinician to use it. The rule is the link's ``cds-link-condition`` in the
-   PlanDefinition, not Python.
+   can close: a criterion that is not documented, that the latest completed INO2 form
+   leaves unanswered, and that a yes or no there would settle. A criterion not met, or
+   unknown because the record or a site policy decides it (Lansky 60, asciminib, an
+   impossible birth date), answered on the form or not, is not settled by completing the
+   form, and the card then neither links to the form nor tells the clinician to use it
+   (HAZ-031). The rule is the link's ``cds-link-condition`` in the PlanDefinition, over
+   the ``form_can_settle`` of each criterion, not Python.
 2. The link's ``appContext`` names only the inotuzumab drafts (the link's
    ``cds-link-orders``, read with the knowledge's InotuzumabOzogamicin ValueSet), never the
    premedication or another medicine drafted in the same session.
@@ -15,9 +16,11 @@
 4. The short response words on cards ("not in CR/CRi") are CodeSystem designations.
 
 Through prefetch and through the FHIR-server fallback, on whole records and the rule
-scenarios; the expected link is worked out here from the scenario's own record (which
-criteria its latest completed INO2 form answers) and the card's criteria, not copied
-from the service.
+scenarios; the expected link is worked out here by behaviour, not copied from the
+service: each unknown criterion the scenario's latest completed INO2 form leaves
+unanswered is answered yes, then no, on that form (or on a new one), the scenario is
+replayed, and the criterion counts as one the form settles when the card no longer lists
+it as not documented.
 """
 
 from __future__ import annotations
@@ -60,9 +63,12 @@ CORPUS = sorted(p for p in SCENARIOS.glob("*.json") if not p.name.startswith("_"
 FORM_LINK = "Complete the INO2 form"
 LINK_SENTENCE = "on the INO2 form (link on this card)"
 FORM_ANSWERS_IT = "the INO2 form already answers it"
+WOULD_NOT_SETTLE = "an answer on the INO2 form would not settle it"
 GAP = "whole-record-ph-negative-form-item-unanswered-sign.json"  # form leaves one item unanswered
 NO_GAP = "safety-d-birth-date-in-the-future-unknown.json"  # unknown, but the form answers it
 IMATINIB = "whole-record-ph-positive-imatinib-only.json"  # 3 unmet + 1 unanswered, loratadine drafted
+POLICY_ONLY = "whole-record-ph-positive-asciminib-policy-unanswered-sign.json"  # asciminib, Ph item unanswered
+POLICY_AND_GAP = "whole-record-ph-positive-asciminib-policy-and-mdt-unanswered-sign.json"  # ... and the MDT item
 
 
 def _eligibility(cards: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -113,6 +119,53 @@ def eligibility_fallback(replay_session: Any, eligibility_prefetch: dict[str, li
     return out
 
 
+def _answering(scenario: Any, code: str, answer: bool, now: datetime) -> Any:
+    """The scenario with ``code`` answered ``answer`` on its latest completed INO2 form (or
+    on a new completed form of today when it has none); no expectations."""
+    bundle = copy.deepcopy(scenario.bundle)
+    forms = [r for r in scenario.resolved(now).record
+             if r["resourceType"] == "QuestionnaireResponse" and r.get("status") in ("completed", "amended")
+             and str(r.get("questionnaire", "")).split("|")[0] == INO2_QUESTIONNAIRE]
+    item = {"linkId": code, "answer": [{"valueBoolean": answer}]}
+    if forms:
+        latest = max(forms, key=lambda q: datetime.fromisoformat(q["authored"].replace("Z", "+00:00")))["id"]
+        qr = next(e["resource"] for e in bundle["entry"]
+                  if e["resource"]["resourceType"] == "QuestionnaireResponse" and e["resource"]["id"] == latest)
+        qr["item"] = [i for i in qr.get("item") or () if i["linkId"] != code] + [item]
+    else:
+        pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+        bundle["entry"].append({"resource": {
+            "resourceType": "QuestionnaireResponse", "id": "answered-by-the-test", "status": "completed",
+            "questionnaire": INO2_QUESTIONNAIRE, "subject": {"reference": f"Patient/{pid}"}, "authored": "now",
+            "item": [item]}})
+    return dataclasses.replace(scenario, bundle=bundle, expect=None)
+
+
+@pytest.fixture(scope="module")
+def settled_by_the_form(replay_session: Any, eligibility_prefetch: dict[str, list[dict[str, Any]]]
+                        ) -> dict[str, set[str]]:
+    """For each scenario with an eligibility card: the unknown criteria its latest form
+    leaves unanswered that a yes or a no on the form takes off the card's not-documented
+    list (replayed, not reasoned)."""
+    now = datetime.now(UTC)
+    out: dict[str, set[str]] = {}
+    for name, cards in eligibility_prefetch.items():
+        card = _eligibility(cards)
+        if card is None:
+            continue
+        scenario = load_scenario(SCENARIOS / name)
+        unknown = {c["code"] for c in card["extension"][CARD_EXT_CRITERIA] if c["status"] == "unknown"}
+        out[name] = set()
+        for code in sorted(unknown - _answered_on_latest_form(SCENARIOS / name)):
+            for answer in (True, False):
+                after = _eligibility(replay_session.replay(_answering(scenario, code, answer, now), now).cards)
+                still = after is not None and {"code": code, "status": "unknown"} in after["extension"][CARD_EXT_CRITERIA]
+                if not still:
+                    out[name].add(code)
+                    break
+    return out
+
+
 @pytest.fixture(params=["prefetch", "fallback"])
 def eligibility_cards(request: pytest.FixtureRequest) -> dict[str, list[dict[str, Any]]]:
     return request.getfixturevalue(f"eligibility_{request.param}")
@@ -122,27 +175,75 @@ def eligibility_cards(request: pytest.FixtureRequest) -> dict[str, list[dict[str
 
 
 def test_the_form_link_is_offered_exactly_when_the_form_can_close_a_gap(
-        eligibility_cards: dict[str, list[dict[str, Any]]]) -> None:
-    offered = withheld = 0
+        eligibility_cards: dict[str, list[dict[str, Any]]], settled_by_the_form: dict[str, set[str]]) -> None:
+    offered = withheld = unanswered_but_not_settled = 0
     for name, cards in eligibility_cards.items():
         card = _eligibility(cards)
         if card is None:
             continue
         unknown = {c["code"] for c in card["extension"][CARD_EXT_CRITERIA] if c["status"] == "unknown"}
-        resolvable = bool(unknown - _answered_on_latest_form(SCENARIOS / name))
+        answered = _answered_on_latest_form(SCENARIOS / name)
+        resolvable = bool(settled_by_the_form[name])
         link = _form_link(card)
         assert (link is not None) == resolvable, (name, unknown, card.get("links"))
         # the card text agrees with the link: it points to the form only when it links to it
         assert (LINK_SENTENCE in card["detail"]) == resolvable, name
         if unknown and not resolvable:
-            assert FORM_ANSWERS_IT in card["detail"], name
+            assert (FORM_ANSWERS_IT if unknown <= answered else WOULD_NOT_SETTLE) in card["detail"], name
         if not unknown:
             assert "not documented" not in card["detail"].split("**What to do:**")[1].split("\n\n")[0], name
         offered += resolvable
         withheld += not resolvable
-    # both sides occur: an unmet-only card, an unknown the form answers, and a real gap
-    assert offered >= 4 and withheld >= 10, (offered, withheld)
+        unanswered_but_not_settled += bool(unknown - answered - settled_by_the_form[name])
+    # every side occurs: an unmet-only card, an unknown the form answers, a policy question the
+    # form leaves unanswered, and a real gap
+    assert offered >= 5 and withheld >= 11 and unanswered_but_not_settled >= 2, (offered, withheld)
     print(f"eligibility cards: {offered} with the INO2 form link, {withheld} without")
+
+
+def test_a_policy_question_the_form_leaves_unanswered_gets_no_link_and_no_pointer_to_the_form(
+        eligibility_cards: dict[str, list[dict[str, Any]]]) -> None:
+    """HAZ-031 residual closed: asciminib the only later TKI (a site-policy question) and the
+    INO2 form silent on the Ph item, nothing else open: answering the item would not settle
+    it, so no link and no pointer to the form."""
+    assert "ph-status-tki" not in _answered_on_latest_form(SCENARIOS / POLICY_ONLY)
+    card = _eligibility(eligibility_cards[POLICY_ONLY])
+    assert card is not None and card["indicator"] == "info"
+    assert {c["code"]: c["status"] for c in card["extension"][CARD_EXT_CRITERIA]} == {"ph-status-tki": "unknown"}
+    assert "links" not in card
+    assert "policy decision" in card["detail"]
+    assert "link on this card" not in card["detail"] and FORM_ANSWERS_IT not in card["detail"]
+    assert card["detail"].split("**What to do:** ")[1].startswith(
+        "for each criterion that is not documented, do what its line says: an answer on the INO2 form would not "
+        "settle it; the record or a site policy decides.")
+
+
+def test_a_policy_question_beside_an_unanswered_form_item_links_to_the_form(
+        eligibility_cards: dict[str, list[dict[str, Any]]]) -> None:
+    """The same record with the MDT item unanswered too: that one the form settles, so the
+    card links to the form, and "What to do" names the Ph criterion as one it would not settle."""
+    assert not {"ph-status-tki", "mdt-discussion"} & _answered_on_latest_form(SCENARIOS / POLICY_AND_GAP)
+    card = _eligibility(eligibility_cards[POLICY_AND_GAP])
+    assert card is not None and card["indicator"] == "info"
+    assert {c["code"]: c["status"] for c in card["extension"][CARD_EXT_CRITERIA]} == {
+        "ph-status-tki": "unknown", "mdt-discussion": "unknown"}
+    link = _form_link(card)
+    assert link is not None and link["type"] == "smart" and link["url"].endswith("/apps/ino2/launch")
+    assert card["detail"].split("**What to do:** ")[1].startswith(
+        "document each criterion that is not documented, in the record or on the INO2 form (link on this card); "
+        "for **Ph-negative, or Ph-positive after a failed 2nd/3rd-generation TKI**, do what its line says: an "
+        "answer on the INO2 form would not settle it.")
+
+
+@pytest.mark.parametrize(("name", "linked"), [(POLICY_ONLY, False), (POLICY_AND_GAP, True)])
+def test_the_policy_question_gets_the_same_link_on_order_select(replay_session: Any, name: str, linked: bool) -> None:
+    scenario = load_scenario(SCENARIOS / name)
+    scenario = dataclasses.replace(scenario, hook="order-select", expect=None,
+                                   selections=("MedicationRequest/draft-ino-c1d1",))
+    card = _eligibility(replay_session.replay(scenario, datetime.now(UTC)).cards)
+    assert card is not None
+    assert (_form_link(card) is not None) is linked
+    assert (LINK_SENTENCE in card["detail"]) is linked and WOULD_NOT_SETTLE in card["detail"]
 
 
 def test_a_whole_record_whose_form_leaves_an_item_unanswered_links_to_the_form(

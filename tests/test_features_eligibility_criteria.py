@@ -219,3 +219,61 @@ def test_an_unanswered_item_is_unknown_with_what_it_asks():
     found, _ = criteria(record(form({"child": True}), drafts=[INO]))
     assert found["puberty-dosing"]["status"] == "unknown"
     assert "Pediatr Blood Cancer 2014" in found["puberty-dosing"]["reason"]
+
+
+# -- which unknown criteria an answer on the INO2 form can settle (knowledge 0.2.1, HAZ-031) ------
+
+
+UNANSWERED_ELSE = {code: True for code in ALL_ATTESTED if code not in ("ph-status-tki", "performance-status", "child",
+                                                                          "rr-cd22-bcp-all", "mdt-discussion")}
+
+
+@pytest.mark.parametrize(
+    ("code", "resources", "pt", "settles"),
+    [
+        # the record or a site policy decides, whatever the form would say
+        ("ph-status-tki", [statement("asc", "asciminib", "completed")], None, False),
+        ("performance-status", [score("ps", "Lansky", 60)], None, False),
+        ("performance-status", [score("ps", "Karnofsky", 50)], None, False),
+        ("child", [], patient("2027-06-01"), False),  # born in the future: correct the record
+        # the record holds nothing that decides: the form's answer does
+        ("ph-status-tki", [], None, True),
+        ("performance-status", [], None, True),  # no score recorded
+        ("performance-status", [score("ps", "ECOG", 7)], None, True),  # not a valid ECOG score
+        ("child", [], patient(None), True),  # no birth date
+        ("mdt-discussion", [], None, True),
+        ("rr-cd22-bcp-all", [b_all()], None, True),  # diagnosis coded; relapsed/refractory and CD22 are not
+        ("rr-cd22-bcp-all", [], None, True),  # a "no" on the form makes it unmet
+    ],
+)
+def test_an_unknown_criterion_the_form_leaves_unanswered_is_settleable_only_where_the_form_decides(
+        code, resources, pt, settles):
+    rec = record(*resources, form(UNANSWERED_ELSE), pt=pt, drafts=[INO])
+    found, _ = criteria(rec)
+    assert found[code]["status"] == "unknown", found[code]
+    assert found[code]["form_can_settle"] is settles
+    # behaviour, not bookkeeping: answer it on the form and see whether it is still unknown
+    after = {criteria(record(*resources, form({**UNANSWERED_ELSE, code: answer}), pt=pt, drafts=[INO]))[0][code]["status"]
+             for answer in (True, False)}
+    assert (after != {"unknown"}) is settles, after
+
+
+def test_a_criterion_known_or_answered_on_the_form_is_never_settleable():
+    rec = record(b_all(), score("ps", "ECOG", 1), statement("asc", "asciminib", "completed"),
+                 form({**ALL_ATTESTED, "mdt-discussion": False}), drafts=[INO])
+    found, _ = criteria(rec)
+    assert found["ph-status-tki"]["status"] == "unknown"  # answered yes, the policy still decides
+    assert found["mdt-discussion"]["status"] == "unmet"
+    assert not any(c["form_can_settle"] for c in found.values())
+    found, _ = criteria(record(b_all(), form({"rr-cd22-bcp-all": True}), drafts=[INO]))
+    assert found["rr-cd22-bcp-all"]["status"] == "met" and found["rr-cd22-bcp-all"]["form_can_settle"] is False
+    # no B-ALL recorded, but the form attests it: record the diagnosis, the form has spoken
+    found, _ = criteria(record(form({"rr-cd22-bcp-all": True}), drafts=[INO]))
+    assert found["rr-cd22-bcp-all"]["status"] == "unknown" and found["rr-cd22-bcp-all"]["form_can_settle"] is False
+
+
+def test_without_a_completed_form_every_criterion_the_form_decides_is_settleable():
+    found, _ = criteria(record(statement("asc", "asciminib", "completed"), drafts=[INO]))
+    settleable = {code for code, c in found.items() if c["form_can_settle"]}
+    assert "ph-status-tki" not in settleable  # the site policy decides asciminib
+    assert {"mdt-discussion", "unlicensed-policy", "prior-intensive-chemo", "rr-cd22-bcp-all"} <= settleable

@@ -12,10 +12,19 @@ QuestionnaireResponse. Precedence, from safest down:
 3. where the record holds nothing that decides, the form's answer decides (true -> met,
    false -> unmet);
 4. otherwise unknown, with what to document. Nothing is ever met by default.
+
+Whether the form can settle a criterion follows from the same precedence, not from a list:
+a criterion is ``form_can_settle`` when it is unknown, the latest completed form leaves it
+unanswered, and a yes or a no there would make it met or unmet (worked out by deciding it
+again with each answer). Steps 1 and 2 never can (a policy question, an implausible birth
+date: the record or a site policy decides whatever the form says); step 3 always can; the
+B-ALL criterion can while no answer is given (a "no" makes it unmet). The eligibility card
+offers its link to the form, and points to the form, only when some criterion can.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -86,11 +95,22 @@ def _child(record: PatientRecord, ctx: FeatureContext, ev: list[Evidence]) -> Fi
 
 
 def _b_all(record: PatientRecord, ctx: FeatureContext, ev: list[Evidence], attested: Any) -> Finding | None:
+    return _b_all_given(_b_all_recorded(record, ctx, ev), attested)
+
+
+def _b_all_recorded(record: PatientRecord, ctx: FeatureContext, ev: list[Evidence]) -> bool:
+    """Is a B-cell ALL diagnosis recorded (the first one becomes evidence)?"""
     found = [
         c for c in record.of_type("Condition")
         if is_asserted(c) and in_valueset(record, ctx, vs.B_ALL, c.get("code"))
     ]
     ev.extend(Evidence(f"Diagnosis: {concept_text(c.get('code'))}", reference_of(c)) for c in found[:1])
+    return bool(found)
+
+
+def _b_all_given(found: bool, attested: Any) -> Finding | None:
+    """The B-ALL finding given whether a diagnosis is recorded and the form's answer: the
+    only record criterion whose reading depends on the answer."""
     if attested is True and not found:
         return ("unknown", "Attested on the INO2 form, but no B-cell ALL diagnosis is recorded: record the "
                            "diagnosis.", True)
@@ -166,6 +186,25 @@ _FROM_RECORD: dict[str, Callable[..., Finding | None]] = {
 }
 
 
+def _same(finding: Finding | None, _attested: Any) -> Finding | None:
+    """A record finding that does not depend on the form's answer."""
+    return finding
+
+
+def _decide(code: str, finding: Finding | None, attested: Any, when: str | None, have_form: bool) -> tuple[str, str]:
+    """(status, reason) of one criterion from the record's finding and the form's answer,
+    by the precedence of the module docstring."""
+    if finding is not None and finding[0] != "met" and attested is True and finding[2]:
+        finding = (finding[0], finding[1] + f" The record and the INO2 form of {when} disagree: the form "
+                   "attests this criterion; the record was used.", True)
+    if finding is not None and finding[0] == "met" and attested is False:
+        finding = ("unmet", finding[1] + f" The record and the INO2 form of {when} disagree: the form records "
+                   "it as not met; the form was used.", True)
+    if finding is None:
+        finding = _from_form(code, attested, when, have_form)
+    return finding[0], finding[1]
+
+
 def _from_form(code: str, attested: Any, when: str | None, have_form: bool) -> Finding:
     what = ATTESTED.get(code, "")
     what = f" ({what})" if what else ""
@@ -180,12 +219,14 @@ def _from_form(code: str, attested: Any, when: str | None, have_form: bool) -> F
 
 @feature("ino2_criteria")
 def ino2_criteria(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
-    """Each INO2 criterion as {code, status: met|unmet|unknown, reason}.
+    """Each INO2 criterion as {code, display, status: met|unmet|unknown, reason, form_can_settle}.
 
     Source: NHS England CDF form INO2 (v1.361), one criterion per bullet; precedence in
-    the module docstring. Value: ``criteria`` (all 15, form order), ``open`` = [{code,
-    status}] of those unmet or unknown (the card's ``org.sact-cds.criteria`` extension),
-    ``unmet_count``, ``unknown_count``, ``form_date``.
+    the module docstring. Value: ``criteria`` (all 15, form order; ``form_can_settle``: a
+    yes or no on the INO2 form, which leaves it unanswered, would make this unknown
+    criterion met or unmet: the card's link to the form is offered on it), ``open`` =
+    [{code, status}] of those unmet or unknown (the card's ``org.sact-cds.criteria``
+    extension), ``unmet_count``, ``unknown_count``, ``form_date``.
     """
     qr = latest_ino2_response(record)
     given = answers(qr)
@@ -196,22 +237,18 @@ def ino2_criteria(record: PatientRecord, ctx: FeatureContext) -> FeatureValue:
     criteria = []
     for code in CRITERION_CODES:
         attested = given.get(code) if isinstance(given.get(code), bool) else None
-        finding: Finding | None
+        reading: Callable[[Any], Finding | None]
         if code == "rr-cd22-bcp-all":
-            finding = _b_all(record, ctx, evidence, attested)
-        elif code in _FROM_RECORD:
-            finding = _FROM_RECORD[code](record, ctx, evidence)
+            reading = functools.partial(_b_all_given, _b_all_recorded(record, ctx, evidence))
         else:
-            finding = None
-        if finding is not None and finding[0] != "met" and attested is True and finding[2]:
-            finding = (finding[0], finding[1] + f" The record and the INO2 form of {when} disagree: the form "
-                       "attests this criterion; the record was used.", True)
-        if finding is not None and finding[0] == "met" and attested is False:
-            finding = ("unmet", finding[1] + f" The record and the INO2 form of {when} disagree: the form records "
-                       "it as not met; the form was used.", True)
-        if finding is None:
-            finding = _from_form(code, attested, when, qr is not None)
-        criteria.append({"code": code, "display": DISPLAYS.get(code, code), "status": finding[0], "reason": finding[1]})
+            fixed = _FROM_RECORD[code](record, ctx, evidence) if code in _FROM_RECORD else None
+            reading = functools.partial(_same, fixed)
+        status, reason = _decide(code, reading(attested), attested, when, qr is not None)
+        # what a yes or a no on the form would make of it, where the form gives no answer
+        can_settle = status == "unknown" and attested is None and any(
+            _decide(code, reading(answer), answer, when, True)[0] != "unknown" for answer in (True, False))
+        criteria.append({"code": code, "display": DISPLAYS.get(code, code), "status": status, "reason": reason,
+                         "form_can_settle": can_settle})
     open_ = [{"code": c["code"], "status": c["status"]} for c in criteria if c["status"] != "met"]
     value = {
         "criteria": criteria,

@@ -227,11 +227,10 @@ def ino2_form_answers(record: PatientRecord, ctx: FeatureContext) -> FeatureValu
     """Which INO2 criteria the latest completed INO2 form answers (yes or no) and which it
     leaves unanswered.
 
-    What the form can still settle: a criterion the form leaves unanswered may be settled
-    by answering it; one it already answers and that is still not met or unknown is
-    decided by the record or a site policy (``ino2_criteria``), and answering it again
-    changes nothing. The eligibility card offers its link to the form on that (its
-    ``cds-link-condition``). Never unknown: a form that is missing or cannot be read
+    Whether answering would settle a criterion is ``ino2_criteria``'s ``form_can_settle``
+    (the eligibility card's link condition); this feature only says what the form answers,
+    so the card can tell "the form already answers it" from "the form is silent, but an
+    answer would not settle it". Never unknown: a form that is missing or cannot be read
     answers nothing. Value: ``form_date``, ``answered``, ``unanswered`` (criterion codes,
     form order). No evidence of its own: the eligibility card names the form already.
     """

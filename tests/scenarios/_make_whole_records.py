@@ -52,6 +52,7 @@ ATC_CODES = {
     "inotuzumab ozogamicin": "L01FB01",
     "imatinib": "L01EA01",
     "dasatinib": "L01EA02",
+    "asciminib": "L01EA06",
     "blinatumomab": "L01FX07",
     "fluconazole": "J02AC01",
     "loratadine": "R06AX13",
@@ -383,6 +384,16 @@ class Record:
             self.given("vincristine", maint + d, 1.5, "mg", "IV", note="maintenance pulse")
         return end
 
+    def ph_positive_all(self, diagnosis: int, *, note: str, blasts: str) -> int:
+        """Ph-positive (BCR-ABL1 p190) CD22-positive BCP-ALL diagnosed on day ``diagnosis``,
+        now relapsed (``note``), treated frontline with imatinib; returns the day frontline ended."""
+        self.condition(text="B-cell precursor acute lymphoblastic leukaemia, Philadelphia-positive (BCR-ABL1 p190), "
+                            "CD22-positive", onset=diagnosis, status="relapse", note=note)
+        self.finding(text="Cytogenetics (BCR-ABL1)", on=diagnosis,
+                     value="t(9;22)(q34;q11) BCR-ABL1 p190 positive (Philadelphia positive)")
+        self.finding(text="Bone marrow immunophenotype", on=diagnosis, value=blasts)
+        return self.frontline(diagnosis + 2, ph_positive=True)
+
     def bundle(self) -> dict[str, Any]:
         return {"resourceType": "Bundle", "type": "collection",
                 "entry": [{"fullUrl": f"urn:uuid:{self.pid}-{i:04d}", "resource": r} for i, r in enumerate(self.entries)]}
@@ -448,11 +459,8 @@ def ph_positive_post_transplant_cycle2() -> tuple[dict[str, Any], Record]:
     r = Record("wr-phpos-c2", seed=202)
     r.patient(gender="male", birth_day=-5560, given="Jonah", family="Testpatient")
     diagnosis = -1640
-    r.condition(text="B-cell precursor acute lymphoblastic leukaemia, Philadelphia-positive (BCR-ABL1 p190), CD22-positive",
-                onset=diagnosis, status="relapse", note="Second relapse, after allogeneic HSCT.")
-    r.finding(text="Cytogenetics (BCR-ABL1)", on=diagnosis, value="t(9;22)(q34;q11) BCR-ABL1 p190 positive (Philadelphia positive)")
-    r.finding(text="Bone marrow immunophenotype", on=diagnosis, value="CD19+ CD22+ B-cell precursor blasts 92%")
-    ended = r.frontline(diagnosis + 2, ph_positive=True)
+    ended = r.ph_positive_all(diagnosis, note="Second relapse, after allogeneic HSCT.",
+                              blasts="CD19+ CD22+ B-cell precursor blasts 92%")
     first_relapse = ended + 30
     r.prescribed("dasatinib", diagnosis + 403, first_relapse, "Dasatinib 60 mg/m2 PO once daily", status="stopped",
                  reason="Molecular then haematological relapse on dasatinib (treatment failure)")
@@ -666,6 +674,63 @@ def ph_positive_imatinib_only() -> tuple[dict[str, Any], Record]:
         "expect": EXPECT["ph_positive_imatinib_only"],
     }
     return header, r
+
+
+def ph_positive_asciminib(unanswered: tuple[str, ...]) -> tuple[dict[str, Any], Record]:
+    """Girl, 13, Ph-positive BCP-ALL: imatinib in frontline, relapse on it, asciminib (a
+    STAMP inhibitor, not a second/third-generation TKI by any list) as the only later TKI,
+    stopped at a second relapse 6 weeks ago; cycle 1 day 1 of inotuzumab signed at the
+    regimen dose with full premedication. ECOG 1, labs and counts fine, no HSCT planned.
+    The INO2 form of 2 days ago leaves the ``unanswered`` items unanswered, the others yes:
+    whether asciminib counts for INO2 is a site-policy question (``ph-status-tki`` unknown
+    whatever the form says); an unanswered attestation item is one the form settles."""
+    r = Record("wr-phpos-asciminib", seed=909)
+    r.patient(gender="female", birth_day=-4800, given="Leila", family="Testpatient")
+    diagnosis = -1200
+    ended = r.ph_positive_all(diagnosis, note="Second relapse; refractory to asciminib salvage.",
+                              blasts="CD19+ CD22+ CD10+ B-cell precursor blasts 84%")
+    first_relapse = ended + 20
+    r.finding(text="BCR-ABL1 kinase domain mutation analysis", on=first_relapse, value="T315I not detected; F359V detected")
+    r.prescribed("asciminib", first_relapse + 7, -42, "Asciminib 40 mg PO twice daily (off-label, after MDT discussion)",
+                 status="stopped", reason="Second relapse on asciminib (treatment failure)")
+    relapse = -45
+    r.procedure(text="Bone marrow aspirate", on=relapse)
+    r.finding(text="Bone marrow immunophenotype", on=relapse, value="CD22+ B-cell precursor blasts 41% (CD22 positive in 95% of blasts)")
+    r.prescribed("co-trimoxazole", relapse, None, "Co-trimoxazole 450 mg PO twice daily Sat/Sun (PJP prophylaxis)", status="active")
+    r.prescribed("aciclovir", relapse, None, "Aciclovir 400 mg PO twice daily (HSV prophylaxis)", status="active")
+    r.lab_history(diagnosis, relapse - 10, 28)
+    r.lab_history(relapse, -4, 6, counts_scale=0.8)
+    r.growth(diagnosis, -20, 60, height=(142.0, 152.0), weight=(35.0, 41.0))
+    r.panel(-1, bilirubin=8.0, alt=25.0, ast=33.0, alp=260.0, anc=1.8, plt=132.0)
+    bsa = r.measured(-1, 153.0, 41.5)  # 1.33 m2
+    r.performance(-2, ecog=1)
+    r.attestation(-2, answers=dict.fromkeys(unanswered), response="not-in-CR", mrd_negative=False, hsct_planned=False)
+    _signed_today(r, "draft-ino-c1d1", bsa, 0.8, "cycle 1 day 1")
+    header = _ASCIMINIB_HEADERS[unanswered]
+    return {**header, "expect": EXPECT[header["expect"]]}, r
+
+
+#: The asciminib record's two forms: the items left unanswered -> the scenario header.
+_ASCIMINIB_HEADERS: dict[tuple[str, ...], dict[str, Any]] = {
+    ("ph-status-tki",): {
+        "title": "Whole record: asciminib the only later TKI and the INO2 form silent on it: a policy question, "
+                 "no link to the form",
+        "description": "Realistic record (~3 years): Ph-positive ALL, imatinib in frontline, asciminib salvage stopped "
+                       "at a second relapse; the INO2 form answers every item but the Ph/TKI one. Whether asciminib "
+                       "counts is a site policy the form cannot settle. Cycle 1 day 1 signed with premedication.",
+        "hook": "order-sign",
+        "expect": "ph_positive_asciminib_policy_only_sign",
+    },
+    ("ph-status-tki", "mdt-discussion"): {
+        "title": "Whole record: asciminib policy question plus an unanswered MDT item: the card links to the form "
+                 "for the MDT item",
+        "description": "The asciminib record, its INO2 form leaving the Ph/TKI item and the MDT item unanswered: "
+                       "answering the MDT item settles it, the Ph/TKI item stays a policy question. Cycle 1 day 1 "
+                       "signed with premedication.",
+        "hook": "order-sign",
+        "expect": "ph_positive_asciminib_policy_and_mdt_sign",
+    },
+}
 
 
 # ==================================================================== expectations
@@ -925,6 +990,42 @@ EXPECT: dict[str, dict[str, Any]] = {
                   {"rule": "supportive-care", "indicator": "info"}],
         "only": True,
     },
+    "ph_positive_asciminib_policy_only_sign": {
+        # order-sign, cycle 1 day 1 at BSA x 0.8 mg/m2, the three premedications drafted.
+        # ino2-eligibility: fires (0 unmet -> routine -> info) with ph-status-tki unknown only:
+        #   imatinib (first generation) and asciminib recorded, no second/third-generation
+        #   TKI, site policy asciminib_counts_for_ino2 = ask -> "a policy decision"; the form
+        #   leaves the item unanswered, but a yes or no there changes nothing (the record
+        #   decides before the form), so no criterion is one the form can settle: no link
+        #   (cds-link-condition), and "What to do" says the form would not settle it. Every
+        #   other criterion met: age 13, B-ALL coded and attested, ECOG 1, asciminib stopped
+        #   42 days ago (no other SACT agent active or drafted), attestations yes.
+        # supportive-care: fires (info): cycle 1 day 1, not in CR/CRi.
+        # Absent: hepatotoxicity-vod (no HSCT done or planned, no liver disease, bilirubin
+        #   8/21, cycle 1), liver-function-hold, blood-counts (cycle 1), bsa-dose (dose = BSA x
+        #   0.8), premedication (all 3 drafted), azole (none), monotherapy, data-unavailable.
+        "cards": [{"rule": "ino2-eligibility", "indicator": "info", "criteria": {"ph-status-tki": "unknown"},
+                   "contains": ["policy decision", "an answer on the INO2 form would not settle it"],
+                   "links": []},
+                  {"rule": "supportive-care", "indicator": "info"}],
+        "only": True,
+    },
+    "ph_positive_asciminib_policy_and_mdt_sign": {
+        # As ph_positive_asciminib_policy_only_sign, but the form also leaves mdt-discussion
+        #   unanswered: an attestation-only item, which a yes or no on the form settles. So
+        #   ino2-eligibility (info; ph-status-tki and mdt-discussion unknown) offers the link
+        #   and points to the form, and names the Ph/TKI criterion as one the form would not
+        #   settle. supportive-care as before; nothing else fires.
+        "cards": [{"rule": "ino2-eligibility", "indicator": "info",
+                   "criteria": {"ph-status-tki": "unknown", "mdt-discussion": "unknown"},
+                   "contains": ["policy decision", "Not answered on the INO2 form",
+                                "on the INO2 form (link on this card); for **Ph-negative, or Ph-positive after a failed "
+                                "2nd/3rd-generation TKI**, do what its line says: an answer on the INO2 form would not "
+                                "settle it."],
+                   "links": ["Complete the INO2 form"]},
+                  {"rule": "supportive-care", "indicator": "info"}],
+        "only": True,
+    },
     "ph_negative_first_cycle_sign": {
         # As ph_negative_first_cycle, signed: hepatotoxicity-vod (HSCT planned is a risk
         # factor: warning) and supportive-care (info); the dose is BSA x 0.8 mg/m2 and the
@@ -946,6 +1047,10 @@ PATIENTS = {
     "whole-record-burden-clean-cycle-1-day-8-sign.json": functools.partial(clean_sign, 8),
     "whole-record-burden-ph-negative-cycle-1-day-1-sign.json": ph_negative_first_cycle_sign,
     "whole-record-ph-negative-form-item-unanswered-sign.json": ph_negative_first_cycle_form_gap_sign,
+    "whole-record-ph-positive-asciminib-policy-unanswered-sign.json":
+        functools.partial(ph_positive_asciminib, ("ph-status-tki",)),
+    "whole-record-ph-positive-asciminib-policy-and-mdt-unanswered-sign.json":
+        functools.partial(ph_positive_asciminib, ("ph-status-tki", "mdt-discussion")),
 }
 
 
