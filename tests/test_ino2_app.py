@@ -11,6 +11,7 @@ attestations as unknown and the record answers the rest.
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import logging
 import re
@@ -111,7 +112,7 @@ _TECHNICAL = re.compile(r"\b(Patient|Practitioner|MedicationRequest|Observation|
 def visible_text(page: str) -> str:
     """The page as a person reads it: no tags, no hidden fields, no style sheet."""
     body = re.sub(r"<style>.*?</style>|<input type=\"hidden\"[^>]*>", "", page, flags=re.S)
-    return re.sub(r"<[^>]+>", " ", body)
+    return html.unescape(re.sub(r"<[^>]+>", " ", body))
 
 
 def assert_readable(page: str) -> None:
@@ -353,8 +354,8 @@ def test_record_text_is_escaped_in_the_form_and_the_print_view() -> None:
                 "item": [{"linkId": "child", "answer": [{"valueBoolean": True, "extension": [
                     {"url": "x", "extension": [{"url": "line", "valueString": evil}]}]}]}]}
     printed = pages.print_page(questionnaire, response, patient=patient, signer=evil, form_url="/f")
-    for html in (page, printed):
-        assert "<script>" not in html and "&lt;script&gt;" in html and "<b>" not in html
+    for text in (page, printed):
+        assert "<script>" not in text and "&lt;script&gt;" in text and "<b>" not in text
 
 
 def test_a_session_life_below_one_second_is_refused() -> None:

@@ -129,35 +129,47 @@ def _concept_text(concept: Any) -> str:
                 "")
 
 
+def _doses(order: Mapping[str, Any]) -> list[str]:
+    """The order's dose quantities as written ("0.8 mg/m²", "0.77 mg"), per-m² first."""
+    out: list[str] = []
+    for dosage in order.get("dosageInstruction") or ():
+        for rate in (dosage.get("doseAndRate") or ()) if isinstance(dosage, dict) else ():
+            dose = (rate or {}).get("doseQuantity") if isinstance(rate, dict) else None
+            if not isinstance(dose, dict) or not isinstance(dose.get("value"), (int, float)):
+                continue
+            unit = str(dose.get("unit") or dose.get("code") or "").replace("{", "").replace("}", "")
+            unit = unit.replace("/m2", "/m²").replace("/m^2", "/m²")
+            if unit:
+                out.append(f"{dose['value']:g} {unit}")
+    return sorted(dict.fromkeys(out), key=lambda d: "/m²" not in d)
+
+
+def _planned_day(order: Mapping[str, Any]) -> str:
+    for dosage in order.get("dosageInstruction") or ():
+        timing = (dosage or {}).get("timing") or {} if isinstance(dosage, dict) else {}
+        events = timing.get("event") or ()
+        if events and isinstance(events[0], str):
+            return events[0][:10]
+        start = ((timing.get("repeat") or {}).get("boundsPeriod") or {}).get("start")
+        if isinstance(start, str):
+            return start[:10]
+    return str(order.get("authoredOn") or "")[:10]
+
+
 def order_text(order: Mapping[str, Any]) -> str:
-    """What a draft medication order is, in words: the medicine's name, the dose and the
-    date it is for ("inotuzumab ozogamicin 0.77 mg, 2026-12-02"); "" without a medicine name."""
+    """What a draft medication order is, in words: the medicine's name, the dose and the day
+    it is for ("inotuzumab ozogamicin 0.8 mg/m² (0.77 mg), 2026-12-02"); "" when the order
+    names no medicine in words (a code alone is not shown)."""
     name = _concept_text(order.get("medicationCodeableConcept"))
     if not name:
         name = str((order.get("medicationReference") or {}).get("display") or "")
     if not name:
         return ""
-    parts = [name]
-    for dosage in order.get("dosageInstruction") or ():
-        for rate in (dosage.get("doseAndRate") or ()) if isinstance(dosage, dict) else ():
-            dose = (rate or {}).get("doseQuantity") or {}
-            if isinstance(dose.get("value"), (int, float)) and (dose.get("unit") or dose.get("code")):
-                unit = str(dose.get("unit") or dose.get("code")).replace("m2", "m²").replace("{", "").replace("}", "")
-                parts[0] += f" {dose['value']:g} {unit}"
-                break
-        else:
-            continue
-        break
-    day = ""
-    for dosage in order.get("dosageInstruction") or ():
-        events = ((dosage or {}).get("timing") or {}).get("event") or ()
-        if events and isinstance(events[0], str):
-            day = events[0][:10]
-            break
-    day = day or str(order.get("authoredOn") or "")[:10]
-    if day:
-        parts.append(day)
-    return ", ".join(parts)
+    doses = _doses(order)
+    if doses:
+        name += " " + doses[0] + "".join(f" ({d})" for d in doses[1:2])
+    day = _planned_day(order)
+    return f"{name}, {day}" if day else name
 
 
 def _opened_for(orders: list[str] | None) -> str:

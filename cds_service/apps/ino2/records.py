@@ -92,8 +92,9 @@ def unreadable(engine: Any, keys: Iterable[str]) -> str:
     """The parts of the record that could not be read, in words ("results and observations,
     diagnoses"), from the prefetch keys that failed (whose names are for developers)."""
     templates = prefetch_templates(engine)
+    failed = set(keys)
     words = []
-    for key in keys:
+    for key in [k for k in templates if k in failed] + sorted(failed - templates.keys()):
         rtype = templates.get(key, "").split("?", 1)[0].split("/", 1)[0]
         text = _PLAIN.get(rtype, "part of the record")
         if text not in words:

@@ -217,7 +217,7 @@ async def _prefill(request: Request, session: Session) -> Response | None:
         record = await record_from_server(state, str(session.patient), session.iss, session.access_token)
     except PrefetchMissing as exc:
         return _problem("The record could not be read", "The form is not pre-filled from part of a record, so it "
-                        f"is not shown. Not readable just now: {unreadable(state.engine, sorted(exc.reasons))}. "
+                        f"is not shown. Not readable just now: {unreadable(state.engine, exc.reasons)}. "
                         "Try again in a few minutes; if this persists, tell the EHR team.", 502)
     if record.patient is None:
         return _problem("No patient", "The EHR has no record of this patient that the form can read. Open the "
