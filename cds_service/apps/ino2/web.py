@@ -235,15 +235,20 @@ async def _names(request: Request, session: Session, record: Any) -> dict[str, A
     link named (from the record, else read by reference; None when the EHR does not have
     it: the page then says "the inotuzumab order being checked")."""
     state, timeout = request.app.state.cds, request.app.state.ino2.settings.fetch_timeout_seconds
+
+    async def read(reference: str) -> dict[str, Any] | None:
+        return await read_resource(state, session.iss, session.access_token, reference, timeout)
+
     names: dict[str, Any] = {}
-    if session.user and session.user_name is None:
-        person = await read_resource(state, session.iss, session.access_token, session.user, timeout)
+    orders = pages.context_orders(session.app_context) if session.orders_text is None else []
+    missing = [ref for ref in orders if record.resolve(ref) is None]
+    wanted = [session.user] if session.user and session.user_name is None else []
+    found = dict(zip(wanted + missing, await asyncio.gather(*(read(ref) for ref in wanted + missing)), strict=True))
+    if wanted:
+        person = found.get(wanted[0])
         names["user_name"] = pages.person_name(person) if person else None
     if session.orders_text is None and session.app_context:
-        texts: list[str] = []
-        for ref in pages.context_orders(session.app_context):
-            order = record.resolve(ref) or await read_resource(state, session.iss, session.access_token, ref, timeout)
-            texts.append(pages.order_text(order) if order else "")
+        texts = [pages.order_text(order) if (order := record.resolve(ref) or found.get(ref)) else "" for ref in orders]
         names["orders_text"] = texts
     return names
 
