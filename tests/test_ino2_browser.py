@@ -58,6 +58,14 @@ def test_the_loop_in_a_browser(rig: Rig, browser: Browser, tmp_path: Path,  # no
     for code in sorted(unknown | {"monotherapy"}):
         browser.by_id(f"{code}-0").click()  # "Yes, met"
     browser.by_id("sign").click()
+    rig.ehr_state.refuse_writes = 1  # the EHR refuses the first save: the page comes back with the answers
+    browser.find("css selector", "button[type=submit]").click()
+    browser.wait(lambda b: "Not saved" in b.page_source)
+    assert "the EHR did not accept the form" in browser.find("css selector", "[role=alert]").text
+    assert all(browser.by_id(f"{code}-0").is_selected() for code in unknown | {"monotherapy"})  # answers kept
+    assert_readable(browser.page_source)
+    browser.screenshot(shots / "ino2-refused.png")
+    browser.by_id("sign").click()
     rig.ehr_state.write_delay = 0.5  # the first save is still running when the second click lands
     browser.script("const b = document.querySelector('button[type=submit]'); b.click(); "
                    "setTimeout(() => b.click(), 150);")  # a double click, as a hand makes one
@@ -70,7 +78,7 @@ def test_the_loop_in_a_browser(rig: Rig, browser: Browser, tmp_path: Path,  # no
     assert_readable(browser.page_source)
     browser.screenshot(shots / "ino2-print.png")
     posts = [r for r in caplog.records if "POST /apps/ino2/form" in r.getMessage()]
-    assert len(posts) == 2, [r.getMessage() for r in posts]  # both clicks reached the service ...
+    assert len(posts) == 3, [r.getMessage() for r in posts]  # the refused save and both clicks reached the service
     assert [w["status"] for w in rig.ehr_state.written] == ["completed"]  # ... and one form was written
 
     after = eligibility(rig.hook())
