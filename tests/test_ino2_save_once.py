@@ -11,18 +11,34 @@ The EHR's writes are slowed (``write_delay``) so that the posts really overlap.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
-from test_ino2_app import Rig, assert_readable, eligibility, form_fields, launch_through_ehr, rig  # noqa: F401
+from _replay_support import uvicorn_thread
+from test_ino2_app import (  # noqa: F401
+    SCENARIO,
+    Rig,
+    assert_readable,
+    eligibility,
+    form_fields,
+    launch_through_ehr,
+    rig,
+    without_form,
+)
 from test_ino2_replicas import FORM, Replicas, _clear, replicas
 
+from cds_service.api import create_app
 from cds_service.apps.ino2 import once
 from cds_service.apps.ino2.smart import MAX_SESSIONS, Sessions
+from cds_service.replay import fhir_server
+from cds_service.replay.run import make_engine, replay_settings
+from cds_service.replay.scenario import load_scenario
 from cds_service.store import AuditStore, FormSessionStore
 
 ANSWERS = {"sign": "yes", "mdt-discussion": "true", "application-consultant": "true", "unlicensed-policy": "true",
@@ -108,6 +124,43 @@ def test_a_page_this_session_never_rendered_saves_nothing_and_keeps_the_answers(
         assert client.post(url, content=urlencode(form_fields(stale.text) | {"sign": "yes"}),
                            headers=FORM).status_code == 303
     assert [w["status"] for w in rig.ehr_state.written] == ["completed"]
+
+
+@pytest.fixture
+def impatient() -> Iterator[Rig]:
+    """The service waits 1 s for the EHR (``fetch_timeout_seconds``)."""
+    resolved = without_form(load_scenario(SCENARIO).resolved(datetime.now(UTC)))
+    settings = replay_settings(fetch_timeout_seconds=1.0)
+    app = create_app(settings, engine=make_engine(settings))
+    with fhir_server.serve(resolved) as ehr, uvicorn_thread(app) as service:
+        yield Rig(service, ehr, resolved)
+
+
+def test_a_save_whose_answer_was_lost_is_not_stored_twice_on_retry(impatient: Rig) -> None:
+    """The EHR stores the form but answers after the service stopped waiting: the page says
+    not saved and keeps the answers; the retry is a conditional create on the page's
+    identifier, so the EHR returns what it stored and no second response exists."""
+    ehr = impatient.ehr_state
+    ehr.write_delay = 1.5
+    with httpx.Client(timeout=30) as client:
+        url = _signed_in(client, impatient)
+        fields = form_fields(client.get(url).text) | ANSWERS
+        lost = client.post(url, content=urlencode(fields), headers=FORM)
+        assert lost.status_code == 502 and "the EHR did not answer in time" in lost.text
+        deadline = time.monotonic() + 10
+        while not ehr.written and time.monotonic() < deadline:  # ... yet the EHR stored it
+            time.sleep(0.05)
+        assert len(ehr.written) == 1
+        ehr.write_delay = 0
+        retried = client.post(url, content=urlencode(form_fields(lost.text) | {"sign": "yes"}), headers=FORM)
+        assert retried.status_code == 303 and retried.headers["location"] == "/apps/ino2/print"
+        assert "Signed by Dr Adaeze Okafor" in client.get(f"{impatient.service}/apps/ino2/print").text
+    (stored,) = ehr.written
+    assert stored["identifier"]["system"] == "urn:ietf:rfc:3986" and stored["identifier"]["value"].startswith("urn:uuid:")
+    assert fields["form"] not in stored["identifier"]["value"]  # the page token itself is not written
+    found = httpx.get(f"{impatient.ehr.url}/QuestionnaireResponse",
+                      params={"patient": impatient.resolved.patient["id"]}).json()
+    assert len(found.get("entry") or []) == 1
 
 
 @pytest.fixture

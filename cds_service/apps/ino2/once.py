@@ -15,18 +15,31 @@ post at a time holds the session's save (``saving``):
 - ``unknown``: not a token this session rendered (an old page): nothing is written, the
   answers are shown again on a fresh page.
 
-A save whose process died mid-write holds the session at most ``stale_after`` seconds.
+A save whose process died mid-write holds the session at most ``stale_after`` seconds. A
+write whose answer was lost (the EHR stored it, the answer timed out) leaves the token open
+too; the retry is a FHIR conditional create (``If-None-Exist`` on the page's identifier,
+:func:`page_identifier`), so an EHR that supports it returns the response it stored instead
+of storing a second.
 These are pure functions of the session (``apply`` functions for ``Sessions.change``).
 """
 
 from __future__ import annotations
 
 import secrets
+import uuid
 from typing import Any
 
 #: rendered forms remembered per session (a token older than this many pages reads as unknown)
 MAX_FORMS = 20
 OPEN, SAVED = "open", "saved"
+#: the system of a ``urn:uuid`` identifier (FHIR R4 §2.24.0.1 Identifier: "urn:ietf:rfc:3986")
+IDENTIFIER_SYSTEM = "urn:ietf:rfc:3986"
+
+
+def page_identifier(token: str) -> dict[str, str]:
+    """The QuestionnaireResponse.identifier of the page whose one-time token is ``token``: the
+    same for every try of one page, never the token itself (a name-based UUID of it)."""
+    return {"system": IDENTIFIER_SYSTEM, "value": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'ino2-form:' + token)}"}
 
 
 def issue(session: Any) -> tuple[bool, str]:

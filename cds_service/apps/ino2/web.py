@@ -33,6 +33,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from cds_service.api.errors import PrefetchMissing
 from cds_service.apps.ino2 import once, pages
 from cds_service.apps.ino2.audit import FORM_SAVED, form_audit
+from cds_service.apps.ino2.once import IDENTIFIER_SYSTEM, page_identifier
 from cds_service.apps.ino2.operation import POPULATE_PATH, QUESTIONNAIRE_PATH, populate_endpoint, questionnaire_endpoint
 from cds_service.apps.ino2.populate import populate, questionnaire_of, response_of
 from cds_service.apps.ino2.records import prefetch_templates, read_resource, record_from_server, unreadable
@@ -372,15 +373,20 @@ async def _write(request: Request, session: Session, q: dict[str, Any], values: 
                            values, status="completed", authored=iso_instant(datetime.now(UTC)),
                            evidence=session.fills, author=session.user)
     url, method = session.iss + "/QuestionnaireResponse", "POST"
+    headers = {"Authorization": f"Bearer {session.access_token}", "Content-Type": "application/fhir+json",
+               "Accept": "application/fhir+json"}
     previous = (session.saved or {}).get("id")
     if previous:  # signed again in the same session: an amendment of the same response
         response = {"id": previous, **response, "status": "amended"}
+        if isinstance(session.saved, dict) and session.saved.get("identifier"):
+            response["identifier"] = session.saved["identifier"]
         url, method = f"{url}/{previous}", "PUT"
+    else:  # the page's identity: a retry after a lost answer finds what the EHR already stored
+        response["identifier"] = page_identifier(token)
+        headers["If-None-Exist"] = f"identifier={IDENTIFIER_SYSTEM}|{response['identifier']['value']}"
     try:
         resp = await request.app.state.cds.http().request(
-            method, url, content=orjson.dumps(response),
-            headers={"Authorization": f"Bearer {session.access_token}", "Content-Type": "application/fhir+json",
-                     "Accept": "application/fhir+json"},
+            method, url, content=orjson.dumps(response), headers=headers,
             timeout=request.app.state.ino2.settings.fetch_timeout_seconds)
         status = resp.status_code
         saved = resp.json() if status in (200, 201) and resp.content else None
@@ -390,10 +396,11 @@ async def _write(request: Request, session: Session, q: dict[str, Any], values: 
     if status not in (200, 201):
         log.warning("INO2 form write refused (HTTP %s)", status)
         await _release(request, session, token, None)
-        answer = f"error {status}" if status else "no answer"
+        why = (f"the EHR did not accept the form (error {status})." if status else
+               "the EHR did not answer in time, so the form may not have been saved.")
         return (await _form(request, session, values=values, status=502, token=token,
-                            error=f"the EHR did not accept the form ({answer}). Your answers are kept below: "
-                                  "sign and save again; if this persists, tell the EHR team."),
+                            error=f"{why} Your answers are kept below: sign and save again (a form the EHR "
+                                  "already holds is not saved twice); if this persists, tell the EHR team."),
                 502, f"not saved: the EHR answered HTTP {status or 'nothing'}")
     if isinstance(saved, dict) and saved.get("resourceType") == "QuestionnaireResponse":
         response = saved
