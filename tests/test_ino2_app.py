@@ -11,6 +11,7 @@ attestations as unknown and the record answers the rest.
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import logging
 import re
@@ -94,11 +95,30 @@ def launch_through_ehr(client: httpx.Client, rig: Rig, link: dict[str, Any]) -> 
 
 
 def form_fields(page: str) -> dict[str, str]:
-    """What a browser would post: the CSRF token and each checked radio."""
-    fields = {"csrf": re.search(r'name="csrf" value="([^"]+)"', page).group(1)}  # type: ignore[union-attr]
+    """What a browser would post: the CSRF token, the page's one-time save token and each checked radio."""
+    fields = {"csrf": re.search(r'name="csrf" value="([^"]+)"', page).group(1),  # type: ignore[union-attr]
+              "form": re.search(r'name="form" value="([^"]+)"', page).group(1)}  # type: ignore[union-attr]
     for name, value in re.findall(r'name="([^"]+)" value="([^"]*)" aria-describedby="[^"]+" checked', page):
         fields[name] = value
     return fields
+
+
+#: what a clinician must never read on a page: a FHIR reference, a urn, a canonical url, a Python error
+_TECHNICAL = re.compile(r"\b(Patient|Practitioner|MedicationRequest|Observation|Condition|Procedure|QuestionnaireResponse|"
+                        r"Questionnaire|ServiceRequest|MedicationAdministration|MedicationStatement)/[A-Za-z0-9\-.]+|"
+                        r"urn:uuid:|https?://|Traceback|Error\b|draft-ino")
+
+
+def visible_text(page: str) -> str:
+    """The page as a person reads it: no tags, no hidden fields, no style sheet."""
+    body = re.sub(r"<style>.*?</style>|<input type=\"hidden\"[^>]*>", "", page, flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", body))
+
+
+def assert_readable(page: str) -> None:
+    """Names, never ids, references, urls or exception text (GUIDE: writing for clinicians)."""
+    found = _TECHNICAL.findall(visible_text(page)) and _TECHNICAL.search(visible_text(page))
+    assert not found, f"technical text on a clinician's page: {found.group(0) if found else ''!r}"
 
 
 def test_the_whole_loop_card_launch_form_sign_and_the_next_hook_call(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
@@ -135,6 +155,10 @@ def test_the_whole_loop_card_launch_form_sign_and_the_next_hook_call(rig: Rig, c
         assert '<fieldset class="prefilled" id="item-child">' in page
         assert '<fieldset class="open" id="item-mdt-discussion">' in page
         assert "ECOG performance status" in page  # the evidence of a pre-filled answer
+        # the draft is in the EHR's ordering session, not on its FHIR server: named in words, never by id
+        assert "Opened from the order check of the inotuzumab order being checked." in page
+        assert "I, Dr Adaeze Okafor, confirm these answers" in page  # the fhirUser's name, not its reference
+        assert_readable(page)
         fields = form_fields(page)
         assert fields["child"] == "true" and fields["performance-status"] == "true"
         assert fields["mdt-discussion"] == ""  # an attestation: not pre-filled ("Not answered")
@@ -147,7 +171,9 @@ def test_the_whole_loop_card_launch_form_sign_and_the_next_hook_call(rig: Rig, c
         assert saved.status_code == 303 and saved.headers["location"] == "/apps/ino2/print"
         printed = client.get(f"{rig.service}/apps/ino2/print")
         assert printed.status_code == 200
-        assert "Signed by Practitioner/" in printed.text and "ECOG performance status" in printed.text
+        assert "Signed by Dr Adaeze Okafor on " in printed.text and "ECOG performance status" in printed.text
+        assert "saved to the patient's record in the EHR (version " in printed.text
+        assert_readable(printed.text)
 
     written = rig.ehr_state.written
     assert len(written) == 1
@@ -163,10 +189,19 @@ def test_the_whole_loop_card_launch_form_sign_and_the_next_hook_call(rig: Rig, c
     still = {c["code"] for c in after["extension"][CARD_EXT_CRITERIA]} if after else set()
     assert not (still & unknown), f"still listed after the form was saved: {still & unknown}"
 
-    with httpx.Client(timeout=30, cookies=client.cookies) as again:  # signed again: amends the same response
-        fields["csrf"] = form_fields(again.get(f"{rig.service}/apps/ino2/form").text)["csrf"]
+    with httpx.Client(timeout=30, cookies=client.cookies) as again:
+        # the saved page posted again (back button, a second click): its result, nothing written
+        repeat = again.post(f"{rig.service}/apps/ino2/form", content=urlencode(fields),
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert repeat.status_code == 303 and repeat.headers["location"] == "/apps/ino2/print"
+        assert len(rig.ehr_state.written) == 1
+        # the form opened again and signed: amends the same response
+        fresh = form_fields(again.get(f"{rig.service}/apps/ino2/form").text)
+        assert fresh["form"] != fields["form"]
+        fields.update(csrf=fresh["csrf"], form=fresh["form"])
         assert again.post(f"{rig.service}/apps/ino2/form", content=urlencode(fields),
                           headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 303
+        assert "(amended)" in again.get(f"{rig.service}/apps/ino2/print").text
     assert [(w["id"], w["status"]) for w in rig.ehr_state.written] == [(first_id, "completed"), (first_id, "amended")]
 
     tokens = list(rig.ehr_state.tokens)
@@ -211,13 +246,15 @@ def test_a_form_post_without_the_csrf_token_saves_nothing(rig: Rig) -> None:
 def test_a_launch_from_an_unregistered_fhir_server_is_refused(rig: Rig) -> None:
     response = httpx.get(f"{rig.service}/apps/ino2/launch", params={"iss": "https://ehr.example.org/fhir",
                                                                      "launch": "x"}, timeout=30)
-    assert response.status_code == 400 and "only loopback launches are accepted" in response.text
+    assert response.status_code == 400 and "No EHR is registered with the INO2 form app yet" in response.text
+    assert "smart_issuers" not in response.text and "iss" not in visible_text(response.text).split()
     with pytest.raises(LaunchError, match="not registered"):
         check_issuer("https://other.example.org/fhir", ["https://ehr.example.org/fhir"], FhirServerPolicy())
     assert check_issuer("https://ehr.example.org/fhir/", ["https://ehr.example.org/fhir"], FhirServerPolicy()) == \
         "https://ehr.example.org/fhir"
-    with pytest.raises(LaunchError, match="https"):
+    with pytest.raises(LaunchError, match="not one the service may read from") as refused:
         check_issuer("http://ehr.example.org/fhir", ["http://ehr.example.org/fhir"], FhirServerPolicy())
+    assert "https" in str(refused.value.detail)  # the reason, for the log and the EHR team
 
 
 def test_sessions_expire() -> None:
@@ -312,13 +349,13 @@ def test_record_text_is_escaped_in_the_form_and_the_print_view() -> None:
     questionnaire = {"title": "INO2", "item": [{"linkId": "child", "text": "Child", "type": "boolean"}]}
     fills = {"child": Fill("child", True, evil, (Evidence(evil, "Patient/x\"><b>", evil),))}
     page = pages.form_page(questionnaire, fills, patient=patient, user=evil, csrf="c", action="/a",
-                           app_context=json.dumps({"draftOrders": [evil]}))
+                           orders=[evil, ""], form_token=evil)
     response = {"resourceType": "QuestionnaireResponse", "author": {"reference": evil}, "authored": evil,
                 "item": [{"linkId": "child", "answer": [{"valueBoolean": True, "extension": [
                     {"url": "x", "extension": [{"url": "line", "valueString": evil}]}]}]}]}
-    printed = pages.print_page(questionnaire, response, patient=patient, form_url="/f")
-    for html in (page, printed):
-        assert "<script>" not in html and "&lt;script&gt;" in html and "<b>" not in html
+    printed = pages.print_page(questionnaire, response, patient=patient, signer=evil, form_url="/f")
+    for text in (page, printed):
+        assert "<script>" not in text and "&lt;script&gt;" in text and "<b>" not in text
 
 
 def test_a_session_life_below_one_second_is_refused() -> None:

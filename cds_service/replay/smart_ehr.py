@@ -16,11 +16,15 @@ without a real EHR, and strict where the app must be right:
 - ``POST /QuestionnaireResponse`` and ``PUT /QuestionnaireResponse/{id}``: need a token of
   this EHR whose scope allows the write and whose patient is the response's subject; the
   response is kept in memory for the life of the server, so later reads and searches (the
-  next hook call's prefetch or fallback) see it.
+  next hook call's prefetch or fallback) see it. A POST with ``If-None-Exist:
+  identifier=<system>|<value>`` is a conditional create: a stored response with that
+  identifier is returned (200) instead of storing another. For tests of the app's saves, ``write_delay``
+  (seconds) slows each write and ``refuse_writes`` (a count) answers the next writes 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -65,6 +69,8 @@ class SmartEhr:
         self.codes: dict[str, dict[str, Any]] = {}
         self.tokens: dict[str, dict[str, Any]] = {}
         self.written: list[dict[str, Any]] = []
+        self.write_delay = 0.0
+        self.refuse_writes = 0
         self._secret = secrets.token_bytes(32)
 
     def base(self, request: Request) -> str:
@@ -167,8 +173,22 @@ class SmartEhr:
             return _outcome("forbidden", "the subject is not the patient of the launch", 403)
         if rid and resource.get("id") not in (None, rid):
             return _outcome("invalid", "the id in the body differs from the URL", 400)
-        resource["id"] = rid or str(uuid.uuid4())
+        if self.write_delay:
+            await asyncio.sleep(self.write_delay)
+        if self.refuse_writes > 0:
+            self.refuse_writes -= 1
+            return _outcome("exception", "the EHR could not store the resource just now", 500)
         stored = self.index.by_type.setdefault("QuestionnaireResponse", [])
+        wanted = request.headers.get("if-none-exist", "")
+        if not rid and wanted:  # conditional create (FHIR R4 §3.1.0.8.1): an existing match is returned
+            system, _, value = wanted.removeprefix("identifier=").partition("|")
+            same = [r for r in stored if (r.get("identifier") or {}).get("system") == system
+                    and (r.get("identifier") or {}).get("value") == value]
+            if len(same) > 1:
+                return _outcome("duplicate", "more than one resource matches If-None-Exist", 412)
+            if same:
+                return JSONResponse(same[0], status_code=200, media_type=FHIR_JSON)
+        resource["id"] = rid or str(uuid.uuid4())
         existing = [r for r in stored if r.get("id") == resource["id"]]
         resource["meta"] = {**(resource.get("meta") or {}), "versionId": str(len(existing) + 1),
                             "lastUpdated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

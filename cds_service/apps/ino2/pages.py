@@ -65,6 +65,19 @@ def patient_banner(patient: Mapping[str, Any] | None) -> str:
             f"{extra}</p>")
 
 
+def person_name(person: Mapping[str, Any]) -> str | None:
+    """A Practitioner's (or Patient's) name as written ("Dr Adaeze Okafor"); None if it has none."""
+    for n in person.get("name") or ():
+        if isinstance(n, dict):
+            if n.get("text"):
+                return str(n["text"])
+            words = [*(n.get("prefix") or ()), *(n.get("given") or ()), n.get("family") or ""]
+            text = " ".join(str(w) for w in words if w).strip()
+            if text:
+                return text
+    return None
+
+
 def _name(patient: Mapping[str, Any]) -> str:
     for n in patient.get("name") or ():
         if isinstance(n, dict):
@@ -85,11 +98,7 @@ def _quotes(item: Mapping[str, Any]) -> str:
 
 
 def _evidence(fill: Fill) -> str:
-    lines = [f"<li>{escape(fill.reason)}</li>"] + [
-        f"<li>{escape(evidence_line(e))}" + (f" <span class=\"quote\">({escape(e.reference)})</span>"
-                                              if e.reference else "") + "</li>"
-        for e in fill.evidence
-    ]
+    lines = [f"<li>{escape(fill.reason)}</li>"] + [f"<li>{escape(evidence_line(e))}</li>" for e in fill.evidence]
     return "<ul class=\"evidence\">" + "".join(lines) + "</ul>"
 
 
@@ -102,20 +111,91 @@ def _hint(fill: Fill | None) -> str:
     return f"<p class=\"hint\">{escape(fill.reason)}</p>{held}"
 
 
-def _opened_for(app_context: str) -> str:
-    """The draft orders named by the card link's appContext, as a sentence."""
+def context_orders(app_context: str | None) -> list[str]:
+    """The draft orders (``Type/id``) the card link's ``appContext`` names (``apps/links.py``)."""
     try:
-        orders = json.loads(app_context).get("draftOrders") or []
+        orders = json.loads(app_context or "").get("draftOrders") or []
     except (ValueError, AttributeError):
+        return []
+    return [o for o in orders if isinstance(o, str)][:10] if isinstance(orders, list) else []
+
+
+def _concept_text(concept: Any) -> str:
+    if not isinstance(concept, dict):
         return ""
-    names = ", ".join(str(o) for o in orders if isinstance(o, str))
-    return f"Opened from the order check of {escape(names)}." if names else "Opened from the order check."
+    if concept.get("text"):
+        return str(concept["text"])
+    return next((str(c["display"]) for c in concept.get("coding") or () if isinstance(c, dict) and c.get("display")),
+                "")
+
+
+def _doses(order: Mapping[str, Any]) -> list[str]:
+    """The order's dose quantities as written ("0.8 mg/m²", "0.77 mg"), per-m² first."""
+    out: list[str] = []
+    for dosage in order.get("dosageInstruction") or ():
+        for rate in (dosage.get("doseAndRate") or ()) if isinstance(dosage, dict) else ():
+            dose = (rate or {}).get("doseQuantity") if isinstance(rate, dict) else None
+            if not isinstance(dose, dict) or not isinstance(dose.get("value"), (int, float)):
+                continue
+            unit = str(dose.get("unit") or dose.get("code") or "").replace("{", "").replace("}", "")
+            unit = unit.replace("/m2", "/m²").replace("/m^2", "/m²")
+            if unit:
+                out.append(f"{dose['value']:g} {unit}")
+    return sorted(dict.fromkeys(out), key=lambda d: "/m²" not in d)
+
+
+def _planned_day(order: Mapping[str, Any]) -> str:
+    for dosage in order.get("dosageInstruction") or ():
+        timing = (dosage or {}).get("timing") or {} if isinstance(dosage, dict) else {}
+        events = timing.get("event") or ()
+        if events and isinstance(events[0], str):
+            return events[0][:10]
+        start = ((timing.get("repeat") or {}).get("boundsPeriod") or {}).get("start")
+        if isinstance(start, str):
+            return start[:10]
+    return str(order.get("authoredOn") or "")[:10]
+
+
+def order_text(order: Mapping[str, Any]) -> str:
+    """What a draft medication order is, in words: the medicine's name, the dose and the day
+    it is for ("inotuzumab ozogamicin 0.8 mg/m² (0.77 mg), 2026-12-02"); "" when the order
+    names no medicine in words (a code alone is not shown)."""
+    name = _concept_text(order.get("medicationCodeableConcept"))
+    if not name:
+        name = str((order.get("medicationReference") or {}).get("display") or "")
+    if not name:
+        return ""
+    doses = _doses(order)
+    if doses:
+        name += " " + doses[0] + "".join(f" ({d})" for d in doses[1:2])
+    day = _planned_day(order)
+    return f"{name}, {day}" if day else name
+
+
+def _opened_for(orders: list[str] | None) -> str:
+    """The draft orders the form was opened from, as a sentence (names, never ids)."""
+    if orders is None:
+        return ""
+    named = [o for o in orders if o]
+    unknown = len(orders) - len(named)
+    if unknown == 1:
+        named.append("the inotuzumab order being checked")
+    elif unknown > 1:
+        named.append(f"the {unknown} inotuzumab orders being checked")
+    if not named:
+        return "Opened from the order check."
+    return f"Opened from the order check of {'; '.join(named)}."
+
+
+def _option_label(option: Mapping[str, Any]) -> str:
+    coding = option.get("valueCoding") or {}
+    return str(coding.get("display") or "Option without a name (tell the form's owners)")
 
 
 def _choices(item: Mapping[str, Any], chosen: Any, hint_id: str) -> str:
     link = escape(item["linkId"])
     if item.get("type") == "choice":
-        options = [(str((o.get("valueCoding") or {}).get("code")), str((o.get("valueCoding") or {}).get("display")))
+        options = [(str((o.get("valueCoding") or {}).get("code")), _option_label(o))
                    for o in item.get("answerOption") or ()]
     else:
         options = [("true", "Yes, met"), ("false", "No, not met")]
@@ -140,7 +220,8 @@ def form_page(
     action: str,
     values: Mapping[str, Any] | None = None,
     error: str | None = None,
-    app_context: str | None = None,
+    orders: list[str] | None = None,
+    form_token: str = "",
 ) -> str:
     """The form: every item, pre-filled answers marked with their evidence."""
     title = str(questionnaire.get("title") or "INO2 form")
@@ -149,12 +230,13 @@ def form_page(
     parts.append(f"<p>{filled} of {len(questionnaire.get('item') or ())} items are pre-filled from the record "
                  "(marked <span class=\"badge record\">From the record</span>, with the data behind them). "
                  "Check them, answer the rest, then sign. Nothing is saved until you sign.</p>")
-    if app_context and _opened_for(app_context):
-        parts.append(f"<p class=\"hint\">{_opened_for(app_context)}</p>")
+    if _opened_for(orders):
+        parts.append(f"<p class=\"hint\">{escape(_opened_for(orders))}</p>")
     if error:
         parts.append(f"<div class=\"error\" role=\"alert\"><strong>Not saved:</strong> {escape(error)}</div>")
     parts.append(f"<form method=\"post\" action=\"{escape(action)}\">")
-    parts.append(f"<input type=\"hidden\" name=\"csrf\" value=\"{escape(csrf)}\">")
+    parts.append(f"<input type=\"hidden\" name=\"csrf\" value=\"{escape(csrf)}\">"
+                 f"<input type=\"hidden\" name=\"form\" value=\"{escape(form_token)}\">")
     for item in questionnaire.get("item") or ():
         link = item["linkId"]
         fill = fills.get(link)
@@ -170,7 +252,7 @@ def form_page(
             f"{badge}</legend>{_quotes(item)}<div id=\"{hint_id}\">{hint}</div>"
             f"{_choices(item, chosen, hint_id)}</fieldset>"
         )
-    who = escape(user) if user else "the signed-in user"
+    who = escape(user) if user else "the clinician signed in to the EHR"
     parts.append(
         "<div class=\"sign\"><label for=\"sign\"><input type=\"checkbox\" id=\"sign\" name=\"sign\" value=\"yes\" "
         f"required> I, {who}, confirm these answers for the NHS England CDF form INO2.</label></div>"
@@ -179,31 +261,43 @@ def form_page(
     return page(title, "".join(parts))
 
 
-def _answer_text(item: Mapping[str, Any] | None) -> str:
+def _answer_text(item: Mapping[str, Any] | None, question: Mapping[str, Any]) -> str:
     for answer in (item or {}).get("answer") or ():
         if "valueBoolean" in answer:
             return "Yes, met" if answer["valueBoolean"] else "No, not met"
         if "valueCoding" in answer:
-            return str(answer["valueCoding"].get("display") or answer["valueCoding"].get("code"))
+            code = answer["valueCoding"].get("code")
+            listed = next((_option_label(o) for o in question.get("answerOption") or ()
+                           if (o.get("valueCoding") or {}).get("code") == code), None)
+            return str(answer["valueCoding"].get("display") or listed or "An answer without a name")
     return "Not answered"
 
 
 def _answer_evidence(item: Mapping[str, Any] | None) -> str:
+    """The evidence lines kept with an answer (their record references stay in the saved
+    response, for systems; a person reads the lines)."""
     lines = []
     for answer in (item or {}).get("answer") or ():
         for ext in answer.get("extension") or ():
             line = next((p.get("valueString") for p in ext.get("extension") or () if p.get("url") == "line"), None)
-            ref = next(((p.get("valueReference") or {}).get("reference") for p in ext.get("extension") or ()
-                        if p.get("url") == "source"), None)
             if line:
-                lines.append(f"<li>{escape(str(line))}" + (f" ({escape(str(ref))})" if ref else "") + "</li>")
+                lines.append(f"<li>{escape(str(line))}</li>")
     if lines:
         return "<ul class=\"evidence\">" + "".join(lines) + "</ul>"
     return "Attested by the signing clinician" if (item or {}).get("answer") else ""
 
 
+def _when(instant: Any) -> str:
+    """``2026-12-02T10:15:00Z`` as "2026-12-02 at 10:15 UTC" (as given if it is not an instant)."""
+    text = str(instant or "")
+    if len(text) >= 16 and text[10] == "T":
+        zone = " UTC" if text.endswith(("Z", "+00:00")) else ""
+        return f"{text[:10]} at {text[11:16]}{zone}"
+    return text or "an unrecorded time"
+
+
 def print_page(questionnaire: Mapping[str, Any], response: Mapping[str, Any], *, patient: Mapping[str, Any] | None,
-               form_url: str) -> str:
+               signer: str | None = None, form_url: str = "") -> str:
     """The signed form for the funding application: each criterion, the answer, the evidence."""
     title = f"{questionnaire.get('title') or 'INO2 form'}: signed answers"
     answered = {i.get("linkId"): i for i in response.get("item") or ()}
@@ -211,15 +305,17 @@ def print_page(questionnaire: Mapping[str, Any], response: Mapping[str, Any], *,
     for item in questionnaire.get("item") or ():
         got = answered.get(item["linkId"])
         rows.append(f"<tr><th scope=\"row\">{escape(str(item.get('text') or item['linkId']))}</th>"
-                    f"<td>{escape(_answer_text(got))}</td><td>{_answer_evidence(got)}</td></tr>")
-    author = (response.get("author") or {}).get("reference") or "not recorded"
+                    f"<td>{escape(_answer_text(got, item))}</td><td>{_answer_evidence(got)}</td></tr>")
+    who = signer or "the clinician signed in to the EHR"
+    version = str(response.get("questionnaire") or "").partition("|")[2]
+    form = f"version {version} of the form" if version else "the form"
+    amended = " (amended)" if response.get("status") == "amended" else ""
+    back = f"<p class=\"noprint\"><a href=\"{escape(form_url)}\">Back to the form</a></p>" if form_url else ""
     body = (
         f"<h1>{escape(title)}</h1>{patient_banner(patient)}"
-        f"<p>Signed by {escape(str(author))} on {escape(str(response.get('authored')))}; "
-        f"saved to the record as {escape(str(response.get('resourceType')))}/{escape(str(response.get('id') or ''))} "
-        f"({escape(str(response.get('questionnaire')))}).</p>"
+        f"<p>Signed by {escape(who)} on {escape(_when(response.get('authored')))}{amended}; saved to the patient's "
+        f"record in the EHR ({escape(form)}).</p>"
         "<table><thead><tr><th scope=\"col\">INO2 criterion</th><th scope=\"col\">Answer</th>"
-        "<th scope=\"col\">Evidence</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-        f"<p class=\"noprint\"><a href=\"{escape(form_url)}\">Back to the form</a></p>"
+        "<th scope=\"col\">Evidence</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>" + back
     )
     return page(title, body)

@@ -55,3 +55,48 @@ async def record_from_server(state: Any, patient_id: str, fhir_server: str, toke
     if fetch.notes:
         record = dataclasses.replace(record, notes=(*record.notes, *fetch.notes))
     return record
+
+
+async def read_resource(state: Any, fhir_server: str, token: str | None, reference: str,
+                        timeout: float) -> dict[str, Any] | None:
+    """``Type/id`` (or an absolute URL on ``fhir_server``) read from the EHR with the
+    session's token, for display only; None when it is not there or cannot be read (a draft
+    order lives in the EHR's ordering session and is often not on its FHIR server)."""
+    base = fhir_server.rstrip("/")
+    if reference.startswith(base + "/"):
+        reference = reference[len(base) + 1:]
+    parts = reference.split("/")
+    if len(parts) != 2 or not parts[0].isalpha() or not all(c.isalnum() or c in "-." for c in parts[1]):
+        return None
+    headers = {"Accept": "application/fhir+json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        resp = await state.http().get(f"{base}/{reference}", headers=headers, timeout=timeout)
+        found = resp.json() if resp.status_code == 200 else None
+    except Exception:  # noqa: BLE001 - display only: anything unreadable is "not found"
+        return None
+    return found if isinstance(found, dict) and found.get("resourceType") == parts[0] else None
+
+
+#: what each resource type the form reads is, to a clinician
+_PLAIN = {
+    "Patient": "the patient's details", "Condition": "diagnoses", "MedicationRequest": "medication orders",
+    "MedicationAdministration": "medicines given", "MedicationStatement": "medication history",
+    "Observation": "results and observations", "QuestionnaireResponse": "forms already completed",
+    "Procedure": "procedures", "ServiceRequest": "requests for tests and referrals",
+}
+
+
+def unreadable(engine: Any, keys: Iterable[str]) -> str:
+    """The parts of the record that could not be read, in words ("results and observations,
+    diagnoses"), from the prefetch keys that failed (whose names are for developers)."""
+    templates = prefetch_templates(engine)
+    failed = set(keys)
+    words = []
+    for key in [k for k in templates if k in failed] + sorted(failed - templates.keys()):
+        rtype = templates.get(key, "").split("?", 1)[0].split("/", 1)[0]
+        text = _PLAIN.get(rtype, "part of the record")
+        if text not in words:
+            words.append(text)
+    return ", ".join(words) or "part of the record"

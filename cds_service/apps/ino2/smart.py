@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import jwt
@@ -41,12 +41,22 @@ from cds_service.store import FormSessionStore, session_key
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+_TEAM = " Tell the EHR team."
+_AGAIN = " Open the form again from the EHR; if this persists, tell the EHR team."
+
 #: unexpired sessions kept at most, all replicas together (a flood of launches must not fill the database)
 MAX_SESSIONS = 5_000
 
 
 class LaunchError(Exception):
-    """The launch cannot go on; ``str()`` is shown to the user (no token, no patient data)."""
+    """The launch cannot go on; ``str()`` is shown to the clinician in plain words (no token,
+    no patient data, no setting or parameter names); ``detail`` says what to fix in terms
+    the EHR team uses, for the log."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 @dataclass
@@ -69,6 +79,13 @@ class Session:
     fills: Any = None
     patient_resource: dict[str, Any] | None = None
     saved: dict[str, Any] | None = None
+    #: each rendered form's one-time token -> "open" (may be saved) or "saved" (was saved once)
+    forms: dict[str, str] = field(default_factory=dict)
+    #: the save in flight, if any: {"form": token, "since": epoch seconds} (one per session at a time)
+    saving: dict[str, Any] | None = None
+    #: what the clinician reads instead of ids: the signer's name, the orders the form was opened from
+    user_name: str | None = None
+    orders_text: list[str] | None = None
     version: int = 0  # of the row this was read from (``Sessions.update``)
 
     @property
@@ -79,7 +96,7 @@ class Session:
 #: Session fields kept in the row's ``data`` (``id`` is the row key, hashed; ``state`` its
 #: ``pending`` column, hashed; ``expires_at`` a column of its own).
 _DATA = ("iss", "launch", "token_url", "verifier", "access_token", "patient", "user", "app_context", "csrf",
-         "audit_id", "patient_resource", "saved")
+         "audit_id", "patient_resource", "saved", "forms", "saving", "user_name", "orders_text")
 _SEALED = "fernet:"
 
 
@@ -144,19 +161,40 @@ class Sessions:
         session wrote it meanwhile (another replica, another tab), ``session`` is refreshed
         from the database and ``changes`` applied again, so neither write is lost. False if
         the session expired or is gone."""
-        for _ in range(5):
+
+        def apply(s: Session) -> tuple[bool, None]:
             for name, value in changes.items():
-                setattr(session, name, value)
+                setattr(s, name, value)
+            return True, None
+
+        return self.change(session, apply)[0]
+
+    def change(self, session: Session, apply: Callable[[Session], tuple[bool, T]]) -> tuple[bool, T | None]:
+        """Compare-and-set on the session row: ``apply(session)`` decides from the session as
+        stored and changes it, returning (write?, result); the write names the version read,
+        so if another step (replica, tab, double click) wrote meanwhile, ``session`` is
+        refreshed from the database and ``apply`` decides again. (False, None) if the session
+        expired or is gone; LaunchError if it keeps being changed elsewhere."""
+        for _ in range(8):
+            write, result = apply(session)
+            if not write:
+                return True, result
             if self.store.save(session_key(session.id), self._seal(session), session.expires_at, session.version,
                                self.clock()):
                 session.version += 1
-                return True
-            fresh = self.get(session.id)
-            if fresh is None:
-                return False
-            for f in fields(Session):
-                setattr(session, f.name, getattr(fresh, f.name))
+                return True, result
+            if not self.refresh(session):
+                return False, None
         raise LaunchError("This form session is being changed elsewhere; open the form again from the EHR.")
+
+    def refresh(self, session: Session) -> bool:
+        """Read ``session`` again from the database (False if it expired or is gone)."""
+        fresh = self.get(session.id)
+        if fresh is None:
+            return False
+        for f in fields(Session):
+            setattr(session, f.name, getattr(fresh, f.name))
+        return True
 
     def __len__(self) -> int:
         return self.store.count(self.clock())
@@ -209,18 +247,19 @@ def check_issuer(iss: str, allowed: Iterable[str], policy: FhirServerPolicy) -> 
     """``iss`` normalised, or LaunchError: it must be configured (loopback only if none are)
     and callable under the service's FHIR-server policy (the allow-list the hooks obey)."""
     if not iss:
-        raise LaunchError("The EHR did not say which FHIR server launched the form (no 'iss').")
+        raise LaunchError("The EHR did not say which record system opened the form." + _AGAIN, "no 'iss'")
     iss = iss.rstrip("/")
     listed = {a.rstrip("/") for a in allowed}
     host = urlsplit(iss).hostname or ""
     if listed and iss not in listed:
-        raise LaunchError("This FHIR server is not registered with the INO2 form app (smart_issuers).")
+        raise LaunchError("This EHR is not registered with the INO2 form app." + _TEAM,
+                          "iss is not listed in smart_issuers")
     if not listed and host not in ("127.0.0.1", "localhost", "::1"):
-        raise LaunchError("No FHIR servers are registered with the INO2 form app (smart_issuers); "
-                          "only loopback launches are accepted.")
+        raise LaunchError("No EHR is registered with the INO2 form app yet, so it only opens from this computer."
+                          + _TEAM, "smart_issuers is empty: only loopback launches are accepted")
     why = policy.refusal(iss)
     if why:
-        raise LaunchError(f"The launching FHIR server cannot be used: {why}.")
+        raise LaunchError("The EHR that opened the form is not one the service may read from." + _TEAM, why)
     return iss
 
 
@@ -229,16 +268,20 @@ def read_configuration(doc: Any, policy: FhirServerPolicy) -> tuple[str, str]:
     server cannot do an EHR launch with PKCE S256, or names endpoints the service's
     FHIR-server policy would not call (plain http off the allow-list)."""
     if not isinstance(doc, dict):
-        raise LaunchError("The EHR's SMART configuration could not be read.")
+        raise LaunchError("The EHR's sign-in settings could not be read." + _AGAIN,
+                          "/.well-known/smart-configuration unreadable")
     auth, token = doc.get("authorization_endpoint"), doc.get("token_endpoint")
     if not (isinstance(auth, str) and isinstance(token, str)):
-        raise LaunchError("The EHR's SMART configuration has no authorization or token endpoint.")
+        raise LaunchError("The EHR's sign-in settings are incomplete." + _TEAM,
+                          "smart-configuration has no authorization_endpoint or token_endpoint")
     if "S256" not in (doc.get("code_challenge_methods_supported") or ()):
-        raise LaunchError("The EHR does not support PKCE S256, which the INO2 form app requires.")
+        raise LaunchError("The EHR does not offer the secure sign-in the INO2 form app requires." + _TEAM,
+                          "no PKCE S256 in code_challenge_methods_supported")
     for url in (auth, token):
         if urlsplit(url).scheme not in ("https", "http") or (
                 urlsplit(url).scheme == "http" and policy.refusal(url) is not None):
-            raise LaunchError("The EHR's SMART endpoints must use https.")
+            raise LaunchError("The EHR's sign-in addresses are not secure." + _TEAM,
+                              "SMART endpoints must use https")
     return auth, token
 
 

@@ -13,6 +13,7 @@ form post of a signed-in session leaves one audit row (``audit.FORM_SAVED``).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -30,11 +31,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from cds_service.api.errors import PrefetchMissing
-from cds_service.apps.ino2 import pages
+from cds_service.apps.ino2 import once, pages
 from cds_service.apps.ino2.audit import FORM_SAVED, form_audit
+from cds_service.apps.ino2.once import IDENTIFIER_SYSTEM, page_identifier
 from cds_service.apps.ino2.operation import POPULATE_PATH, QUESTIONNAIRE_PATH, populate_endpoint, questionnaire_endpoint
 from cds_service.apps.ino2.populate import populate, questionnaire_of, response_of
-from cds_service.apps.ino2.records import prefetch_templates, record_from_server
+from cds_service.apps.ino2.records import prefetch_templates, read_resource, record_from_server, unreadable
 from cds_service.apps.ino2.smart import (
     MAX_SESSIONS,
     LaunchError,
@@ -133,7 +135,8 @@ async def launch(request: Request) -> Response:
     try:
         iss = check_issuer(q.get("iss", ""), app.settings.smart_issuers, state.fhir_server_policy)
         if not q.get("launch"):
-            raise LaunchError("The EHR did not send a launch context ('launch'): open the form from the EHR.")
+            raise LaunchError("The form was not opened from the EHR. Open it from the patient's record in the EHR.",
+                              "no 'launch' parameter")
         try:
             resp = await state.http().get(iss + "/.well-known/smart-configuration",
                                           headers={"Accept": "application/json"},
@@ -147,6 +150,8 @@ async def launch(request: Request) -> Response:
         session = await run_in_threadpool(app.sessions.new, iss=iss, launch=q["launch"], token_url=token_url,
                                           verifier=verifier)
     except LaunchError as exc:
+        if exc.detail:
+            log.warning("INO2 launch refused: %s", exc.detail)
         return _problem("The INO2 form could not be opened", str(exc))
     target = authorize_url(auth, client_id=app.settings.smart_client_id, redirect_uri=app.redirect_uri(request),
                            launch=session.launch, scope=app.scope, state=str(session.state), aud=iss,
@@ -170,8 +175,8 @@ async def callback(request: Request) -> Response:
     verifier = session.verifier
     if not same(session_key(q.get("state") or ""), expected):
         log.warning("SMART callback with a state that does not match the session")
-        return _problem("The INO2 form could not be opened", "The sign-in answer did not match this session "
-                        "(state). Open the form again from the EHR.")
+        return _problem("The INO2 form could not be opened", "The sign-in answer did not match this session. "
+                        "Open the form again from the EHR.")
     if q.get("error") or not q.get("code"):
         return _problem("Sign-in was not completed", "The EHR did not authorise the form. Open it again from the "
                         "EHR, or ask the EHR team to check the app's registration.")
@@ -192,8 +197,8 @@ async def callback(request: Request) -> Response:
         return _problem("Sign-in failed", "The EHR did not issue an access token. Open the form again from the EHR.")
     patient = token.get("patient")
     if not isinstance(patient, str) or not patient:
-        return _problem("No patient", "The EHR did not say which patient the form is for (no 'patient' in the "
-                        "token response). Open the form from the patient's record.")
+        return _problem("No patient", "The EHR did not say which patient the form is for. Open the form "
+                        "from the patient's record; if this persists, tell the EHR team.")
     changes: dict[str, Any] = {
         "verifier": None, "access_token": token["access_token"], "patient": patient,
         "user": fhir_user_of(token.get("id_token"), app.settings.smart_client_id, time.time())}
@@ -212,22 +217,54 @@ async def _prefill(request: Request, session: Session) -> Response | None:
     try:
         record = await record_from_server(state, str(session.patient), session.iss, session.access_token)
     except PrefetchMissing as exc:
-        return _problem("The record could not be read", "The form is not pre-filled from part of a record. "
-                        f"Not readable: {', '.join(sorted(exc.reasons))}. Try again, or ask the EHR team.", 502)
+        return _problem("The record could not be read", "The form is not pre-filled from part of a record, so it "
+                        f"is not shown. Not readable just now: {unreadable(state.engine, exc.reasons)}. "
+                        "Try again in a few minutes; if this persists, tell the EHR team.", 502)
     if record.patient is None:
-        return _problem("No patient", "The EHR's FHIR server has no record of this patient.", 404)
+        return _problem("No patient", "The EHR has no record of this patient that the form can read. Open the "
+                        "form from the patient's record; if this persists, tell the EHR team.", 404)
     result = populate(state.engine, record, datetime.now(UTC), drafts_known=False)
-    if not await _keep(request, session, fills=result.fills, patient_resource=record.patient):
+    names = await _names(request, session, record)
+    if not await _keep(request, session, fills=result.fills, patient_resource=record.patient, **names):
         return _problem("Session expired", "Open the INO2 form again from the EHR.", 401)
     return None
 
 
-def _form(request: Request, session: Session, *, values: Any = None, error: str | None = None,
-          status: int = 200) -> Response:
+async def _names(request: Request, session: Session, record: Any) -> dict[str, Any]:
+    """What the pages show instead of references: the signer's name (their ``fhirUser``
+    resource, which the ``fhirUser`` scope lets the app read) and each draft order the card
+    link named (from the record, else read by reference; None when the EHR does not have
+    it: the page then says "the inotuzumab order being checked")."""
+    state, timeout = request.app.state.cds, request.app.state.ino2.settings.fetch_timeout_seconds
+
+    async def read(reference: str) -> dict[str, Any] | None:
+        return await read_resource(state, session.iss, session.access_token, reference, timeout)
+
+    names: dict[str, Any] = {}
+    orders = pages.context_orders(session.app_context) if session.orders_text is None else []
+    missing = [ref for ref in orders if record.resolve(ref) is None]
+    wanted = [session.user] if session.user and session.user_name is None else []
+    found = dict(zip(wanted + missing, await asyncio.gather(*(read(ref) for ref in wanted + missing)), strict=True))
+    if wanted:
+        person = found.get(wanted[0])
+        names["user_name"] = pages.person_name(person) if person else None
+    if session.orders_text is None and session.app_context:
+        texts = [pages.order_text(order) if (order := record.resolve(ref) or found.get(ref)) else "" for ref in orders]
+        names["orders_text"] = texts
+    return names
+
+
+async def _form(request: Request, session: Session, *, values: Any = None, error: str | None = None,
+                status: int = 200, token: str | None = None) -> Response:
+    """The form page, with a one-time token for its save (``once``): ``token`` again if it is
+    still open (the same page shown after a refused save), else a new one."""
+    ok, form_token = await run_in_threadpool(request.app.state.ino2.sessions.change, session, once.reuse(token))
+    if not ok or not form_token:
+        return _problem("Session expired", "Nothing was saved. Open the INO2 form again from the EHR.", 401)
     q = questionnaire_of(request.app.state.cds.engine)
-    body = pages.form_page(q, session.fills, patient=session.patient_resource, user=session.user,
+    body = pages.form_page(q, session.fills, patient=session.patient_resource, user=session.user_name,
                            csrf=session.csrf, action=BASE + "/form", values=values, error=error,
-                           app_context=session.app_context)
+                           orders=session.orders_text, form_token=str(form_token))
     return html(body, status)
 
 
@@ -236,7 +273,7 @@ async def form_get(request: Request) -> Response:
     if session is None or not session.authorized:
         return _problem("Session expired", "Open the INO2 form again from the EHR.", 401)
     problem = await _prefill(request, session)
-    return problem or _form(request, session)
+    return problem or await _form(request, session)
 
 
 def _values(q: dict[str, Any], body: dict[str, str]) -> dict[str, Any]:
@@ -268,11 +305,12 @@ async def _save(request: Request, session: Session) -> tuple[Response, int, str]
     """(the page, the status for the audit, what happened in words without any answer)."""
     raw = await request.body()
     if len(raw) > MAX_FORM_BYTES:
-        return _problem("Too large", "The form post is too large.", 413), 413, "not saved: the post was too large"
+        return _problem("Too large", "The form sent is larger than the INO2 form can be, so nothing was saved.", 413), 413, "not saved: the post was too large"
     body = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
     if not same(body.get("csrf"), session.csrf):
         log.warning("INO2 form post without a valid CSRF token")
-        return (_problem("Not saved", "This form post did not come from the form (CSRF check failed).", 403), 403,
+        return (_problem("Not saved", "This page did not come from the INO2 form, so nothing was saved. "
+                         "Open the form again from the EHR.", 403), 403,
                 "not saved: CSRF check failed")
     if session.fills is None:
         problem = await _prefill(request, session)
@@ -280,26 +318,75 @@ async def _save(request: Request, session: Session) -> tuple[Response, int, str]
             return problem, problem.status_code, "not saved: the record could not be read"
     q = questionnaire_of(request.app.state.cds.engine)
     values = _values(q, body)
+    token = body.get("form") or None
     if body.get("sign") != "yes":
-        return (_form(request, session, values=values, error="tick the confirmation to sign the form.", status=400),
-                400, "not saved: not signed")
+        return (await _form(request, session, values=values, error="tick the confirmation to sign the form.",
+                            status=400, token=token), 400, "not saved: not signed")
     if not session.user:
-        return (_form(request, session, values=values, status=400,
-                      error="the EHR did not say who you are (fhirUser), so the form cannot be signed."),
+        return (await _form(request, session, values=values, status=400, token=token,
+                            error="the EHR did not say who you are, so the form cannot be signed. Open the form "
+                                  "again from the EHR; if this persists, tell the EHR team."),
                 400, "not saved: no fhirUser to sign as")
+    outcome = await _claim(request, session, token)
+    if outcome == "saved":
+        log.info("INO2 form posted again after it was saved: nothing written")
+        return (RedirectResponse(BASE + "/print", status_code=303, headers=HEADERS), 303,
+                f"not saved again: this form was already saved as {_qr_ref(session.saved)}")
+    if outcome == "unknown":
+        return (await _form(request, session, values=values, status=409,
+                            error="this page is out of date (the form was opened again since). Your answers are "
+                                  "shown below: check them and sign again."), 409, "not saved: an out-of-date page")
+    if outcome != "claimed":
+        return (_problem("Still saving", "This form is still being saved. Open the printable form in a minute to "
+                         "see whether it was saved; do not sign it again before then.", 409), 409,
+                "not saved: another save of this form was still running")
+    assert token is not None
+    return await _write(request, session, q, values, token)
+
+
+def _qr_ref(saved: dict[str, Any] | None) -> str:
+    return f"QuestionnaireResponse/{(saved or {}).get('id') or '(no id returned)'}"
+
+
+async def _claim(request: Request, session: Session, token: str | None) -> str:
+    """Claim the page's token (``once.claim``); while another post of this session is
+    writing, wait for it (up to the EHR's timeout and a little more), then decide again."""
+    app: Ino2App = request.app.state.ino2
+    timeout = float(app.settings.fetch_timeout_seconds)
+    deadline = time.monotonic() + timeout + 5
+    while True:
+        ok, outcome = await run_in_threadpool(app.sessions.change, session,
+                                              once.claim(token, time.time(), stale_after=timeout + 30))
+        if not ok:
+            return "unknown"
+        if outcome != "busy" or time.monotonic() > deadline:
+            return str(outcome)
+        await asyncio.sleep(0.1)
+        if not await run_in_threadpool(app.sessions.refresh, session):
+            return "unknown"
+
+
+async def _write(request: Request, session: Session, q: dict[str, Any], values: dict[str, Any],
+                 token: str) -> tuple[Response, int, str]:
+    """Write the claimed form to the EHR, then release the claim: saved, or open again."""
     response = response_of(q, session.patient if "/" in str(session.patient) else f"Patient/{session.patient}",
                            values, status="completed", authored=iso_instant(datetime.now(UTC)),
                            evidence=session.fills, author=session.user)
     url, method = session.iss + "/QuestionnaireResponse", "POST"
+    headers = {"Authorization": f"Bearer {session.access_token}", "Content-Type": "application/fhir+json",
+               "Accept": "application/fhir+json"}
     previous = (session.saved or {}).get("id")
     if previous:  # signed again in the same session: an amendment of the same response
         response = {"id": previous, **response, "status": "amended"}
+        if isinstance(session.saved, dict) and session.saved.get("identifier"):
+            response["identifier"] = session.saved["identifier"]
         url, method = f"{url}/{previous}", "PUT"
+    else:  # the page's identity: a retry after a lost answer finds what the EHR already stored
+        response["identifier"] = page_identifier(token)
+        headers["If-None-Exist"] = f"identifier={IDENTIFIER_SYSTEM}|{response['identifier']['value']}"
     try:
         resp = await request.app.state.cds.http().request(
-            method, url, content=orjson.dumps(response),
-            headers={"Authorization": f"Bearer {session.access_token}", "Content-Type": "application/fhir+json",
-                     "Accept": "application/fhir+json"},
+            method, url, content=orjson.dumps(response), headers=headers,
             timeout=request.app.state.ino2.settings.fetch_timeout_seconds)
         status = resp.status_code
         saved = resp.json() if status in (200, 201) and resp.content else None
@@ -308,8 +395,12 @@ async def _save(request: Request, session: Session) -> tuple[Response, int, str]
         status, saved = 0, None
     if status not in (200, 201):
         log.warning("INO2 form write refused (HTTP %s)", status)
-        return (_form(request, session, values=values, status=502,
-                      error=f"the EHR did not accept the form (HTTP {status or 'no answer'}). Try again."),
+        await _release(request, session, token, None)
+        why = (f"the EHR did not accept the form (error {status})." if status else
+               "the EHR did not answer in time, so the form may not have been saved.")
+        return (await _form(request, session, values=values, status=502, token=token,
+                            error=f"{why} Your answers are kept below: sign and save again (a form the EHR "
+                                  "already holds is not saved twice); if this persists, tell the EHR team."),
                 502, f"not saved: the EHR answered HTTP {status or 'nothing'}")
     if isinstance(saved, dict) and saved.get("resourceType") == "QuestionnaireResponse":
         response = saved
@@ -318,15 +409,20 @@ async def _save(request: Request, session: Session) -> tuple[Response, int, str]
         response["id"] = location.split("/QuestionnaireResponse/", 1)[-1].split("/", 1)[0] if location else ""
     log.info("INO2 form saved")
     page: Response = RedirectResponse(BASE + "/print", status_code=303, headers=HEADERS)
+    if not await _release(request, session, token, response):  # written: show it now, /print cannot
+        page = html(pages.print_page(q, response, patient=session.patient_resource, signer=session.user_name,
+                                     form_url=BASE + "/form"))
+    return page, status, f"wrote {_qr_ref(response)} ({response.get('status')})"
+
+
+async def _release(request: Request, session: Session, token: str, saved: dict[str, Any] | None) -> bool:
+    """End this post's claim (``once.finished``); False if the session could not keep it."""
     try:
-        kept = await _keep(request, session, saved=response)
-    except SQLAlchemyError as exc:
-        log.error("INO2 form saved, but its session could not be kept (%s)", type(exc).__name__)
-        kept = False
-    if not kept:  # written to the EHR: show it now, the session cannot hold it for /print
-        page = html(pages.print_page(q, response, patient=session.patient_resource, form_url=BASE + "/form"))
-    return (page, status,
-            f"wrote QuestionnaireResponse/{response.get('id') or '(no id returned)'} ({response.get('status')})")
+        ok, _ = await run_in_threadpool(request.app.state.ino2.sessions.change, session, once.finished(token, saved))
+        return bool(ok)
+    except (SQLAlchemyError, LaunchError) as exc:
+        log.error("INO2 form save could not be recorded in its session (%s)", type(exc).__name__)
+        return False
 
 
 async def print_view(request: Request) -> Response:
@@ -334,7 +430,8 @@ async def print_view(request: Request) -> Response:
     if session is None or session.saved is None:
         return _problem("Nothing to print", "Sign and save the INO2 form first.", 404)
     q = questionnaire_of(request.app.state.cds.engine)
-    return html(pages.print_page(q, session.saved, patient=session.patient_resource, form_url=BASE + "/form"))
+    return html(pages.print_page(q, session.saved, patient=session.patient_resource, signer=session.user_name,
+                                 form_url=BASE + "/form"))
 
 
 def install(app: FastAPI, settings: Any, engine: Any) -> None:
