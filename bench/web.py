@@ -132,23 +132,8 @@ def http_runs(
                     _check(url, bodies[label])
                     loadgen.run_wrk(url, scripts[label], concurrency=concurrency, seconds=warmup_s)
                 before = _audit_count(workdir) if n == 1 else 0
-                runs: dict[str, list[dict[str, Any]]] = {"service": [], "floor": []}
-                for rep in range(repeat):  # service and floor alternate, so both see the same machine
-                    for name in ("service", "floor") if rep % 2 == 0 else ("floor", "service"):
-                        server = pair[name]
-                        cpu0 = server.cpu_seconds()
-                        result = loadgen.run_wrk(f"{server.url}/cds-services/{sid}", scripts[label],
-                                                 concurrency=concurrency, seconds=seconds)  # fmt: skip
-                        run = result.as_json()
-                        # CPU per request, all processes of the server: robust to a loaded machine,
-                        # where throughput also measures what else is running
-                        run["cpu_ms_per_request"] = round((server.cpu_seconds() - cpu0) * 1000 / max(result.requests, 1), 2)
-                        runs[name].append(run)
-                        say(f"  http {label} workers={n} {name} (run {rep + 1}/{repeat}): p50 {result.p50_ms:.1f} ms, "
-                            f"p99 {result.p99_ms:.1f} ms, {result.rps:.1f} req/s, CPU {run['cpu_ms_per_request']} ms/request"
-                            + ("" if result.ok else f" [{result.non_2xx} non-2xx, {result.socket_errors} socket errors]"))  # fmt: skip
-                for name in ("service", "floor"):
-                    row[name] = _median_run(runs[name])
+                row.update(_side_by_side(pair, f"/cds-services/{sid}", scripts[label], concurrency=concurrency,
+                                         seconds=seconds, repeat=repeat, say=say, what=f"http {label} workers={n}"))
                 if n == 1:
                     row["steps"] = server_steps(workdir, before)
                 if n == 1 and single_seconds > 0:
@@ -161,10 +146,7 @@ def http_runs(
                         say(f"  http {label} workers=1 c=1 {name}: p50 {result.p50_ms:.1f} ms, "
                             f"p99 {result.p99_ms:.1f} ms")
                 row["ratio_p50"] = round(row["service"]["p50_ms"] / row["floor"]["p50_ms"], 2)
-                row["ratio_p99"] = round(row["service"]["p99_ms"] / row["floor"]["p99_ms"], 2)
-                row["ratio_rps"] = round(row["service"]["rps"] / row["floor"]["rps"], 3)
-                row["ratio_cpu"] = round(row["service"]["cpu_ms_per_request"] / max(row["floor"]["cpu_ms_per_request"], 0.01), 2)
-                rows.append(row)
+                rows.append(_with_ratios(row))
             row_rss = service.rss_kib()
             for row in rows:
                 if row["workers"] == n:
@@ -205,25 +187,39 @@ def mixed(
                 for _, path, body in parts:
                     _check(server.url + path, body)
                 loadgen.run_wrk(server.url + "/", script, concurrency=concurrency, seconds=warmup_s)
-            runs: dict[str, list[dict[str, Any]]] = {"service": [], "floor": []}
-            for rep in range(repeat):
-                for name in ("service", "floor") if rep % 2 == 0 else ("floor", "service"):
-                    server = pair[name]
-                    cpu0 = server.cpu_seconds()
-                    result = loadgen.run_wrk(server.url + "/", script, concurrency=concurrency, seconds=seconds)
-                    run = result.as_json()
-                    run["cpu_ms_per_request"] = round((server.cpu_seconds() - cpu0) * 1000 / max(result.requests, 1), 2)
-                    runs[name].append(run)
-                    say(f"  mixed workers={n} {name} (run {rep + 1}/{repeat}): {result.rps:.1f} req/s, p50 "
-                        f"{result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, CPU {run['cpu_ms_per_request']} ms/request"
-                        + ("" if result.ok else f" [{result.non_2xx} non-2xx]"))  # fmt: skip
-            for name in ("service", "floor"):
-                row[name] = _median_run(runs[name])
-        row["ratio_rps"] = round(row["service"]["rps"] / row["floor"]["rps"], 3)
-        row["ratio_p99"] = round(row["service"]["p99_ms"] / row["floor"]["p99_ms"], 2)
-        row["ratio_cpu"] = round(row["service"]["cpu_ms_per_request"] / max(row["floor"]["cpu_ms_per_request"], 0.01), 2)
-        out.append(row)
+            row.update(_side_by_side(pair, "/", script, concurrency=concurrency, seconds=seconds, repeat=repeat,
+                                     say=say, what=f"mixed workers={n}"))
+        out.append(_with_ratios(row))
     return out
+
+
+def _side_by_side(pair: dict[str, servers.Server], path: str, script: Path, *, concurrency: int, seconds: float,
+                  repeat: int, say: Say, what: str) -> dict[str, dict[str, Any]]:
+    """``repeat`` wrk runs of ``script`` against each server of ``pair`` (service, floor),
+    alternating so both see the same machine; per server the median of each figure (the
+    runs kept too), with the CPU each request cost all processes of the server: robust to a
+    loaded machine, where throughput also measures what else is running."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in pair}
+    for rep in range(repeat):
+        for name in ("service", "floor") if rep % 2 == 0 else ("floor", "service"):
+            server = pair[name]
+            cpu0 = server.cpu_seconds()
+            result = loadgen.run_wrk(server.url + path, script, concurrency=concurrency, seconds=seconds)
+            run = result.as_json()
+            run["cpu_ms_per_request"] = round((server.cpu_seconds() - cpu0) * 1000 / max(result.requests, 1), 2)
+            runs[name].append(run)
+            say(f"  {what} {name} (run {rep + 1}/{repeat}): p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
+                f"{result.rps:.1f} req/s, CPU {run['cpu_ms_per_request']} ms/request"
+                + ("" if result.ok else f" [{result.non_2xx} non-2xx, {result.socket_errors} socket errors]"))  # fmt: skip
+    return {name: _median_run(r) for name, r in runs.items()}
+
+
+def _with_ratios(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with service / floor ratios of throughput, p99 and CPU per request."""
+    row["ratio_rps"] = round(row["service"]["rps"] / row["floor"]["rps"], 3)
+    row["ratio_p99"] = round(row["service"]["p99_ms"] / row["floor"]["p99_ms"], 2)
+    row["ratio_cpu"] = round(row["service"]["cpu_ms_per_request"] / max(row["floor"]["cpu_ms_per_request"], 0.01), 2)
+    return row
 
 
 def _timed_calls(url: str, bodies: Sequence[bytes], client: httpx.Client) -> list[float]:
