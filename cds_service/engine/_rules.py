@@ -298,7 +298,9 @@ class _Compiler:
             self.fail(KnowledgeError, "suggestion actions cannot have child actions", child)
             return None
         type_code = ((child.get("type") or {}).get("coding") or [{}])[0].get("code")
-        conditions = self.conditions(child)
+        # what every kind of suggestion carries
+        common = {"label": label, "description": child.get("description"), "action_id": child.get("id"),
+                  "conditions": self.conditions(child)}
         canonical = child.get("definitionCanonical")
         if canonical:
             if type_code not in (None, "create"):
@@ -308,10 +310,7 @@ class _Compiler:
             if activity is None:
                 return None
             return SuggestionRule(
-                label=label,
-                description=child.get("description"),
-                action_id=child.get("id"),
-                conditions=conditions,
+                **common,
                 kind="create",
                 activity=activity,
                 activity_canonical=canonical,
@@ -333,15 +332,12 @@ class _Compiler:
             if compiled is None:
                 return None
             return SuggestionRule(
-                label=label,
-                description=child.get("description"),
-                action_id=child.get("id"),
-                conditions=conditions,
+                **common,
                 kind="delete",
                 resource_ids=compiled,
             )
         if type_code == "update":
-            return self.update(child, label, conditions)
+            return self.update(child, common)
         if type_code is not None:
             self.fail(
                 KnowledgeError,
@@ -353,17 +349,14 @@ class _Compiler:
             self.fail(KnowledgeError, "dynamicValue on a label-only suggestion is not supported", child)
             return None
         return SuggestionRule(
-            label=label,
-            description=child.get("description"),
-            action_id=child.get("id"),
-            conditions=conditions,
+            **common,
             kind="label",
         )
 
-    def update(self, child: Mapping[str, Any], label: str,
-               conditions: tuple[CompiledExpression, ...]) -> SuggestionRule | None:
+    def update(self, child: Mapping[str, Any], common: Mapping[str, Any]) -> SuggestionRule | None:
         """An ``update`` child: dynamicValue ``resourceId`` (the draft orders) and the new
-        dose (``UPDATE_PATHS``); anything else is refused at load."""
+        dose (``UPDATE_PATHS``); anything else is refused at load. ``common``: the fields every
+        suggestion carries (label, description, action id, conditions)."""
         by_path: dict[str, Mapping[str, Any]] = {}
         for dv in child.get("dynamicValue") or ():
             path = str(dv.get("path", "")).lstrip("%")
@@ -380,10 +373,7 @@ class _Compiler:
         if any(c is None for c in compiled.values()):
             return None
         return SuggestionRule(
-            label=label,
-            description=child.get("description"),
-            action_id=child.get("id"),
-            conditions=conditions,
+            **common,
             kind="update",
             resource_ids=compiled.pop("resourceId"),
             changes=tuple((p, c) for p, c in compiled.items() if c is not None),
